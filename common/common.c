@@ -1,0 +1,493 @@
+/*
+ * common.c - error reporting, options, address text, narration, step mode
+ * and signal handling shared by every stage. See common.h for each
+ * function's contract.
+ */
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Set once by options_parse, read-only afterwards (also by the signal
+ * handler, which is why they are plain static data and not behind calls). */
+static const char *progname = "stage";
+static const struct stage_info *stage;
+static bool quiet;
+static bool stepping;
+
+const char *program_name(void) { return progname; }
+
+bool narrating(void) { return !quiet; }
+
+/*
+ * errno names. strerror() gives only the text and glibc's strerrorname_np()
+ * is not portable, so keep a table of the ones a socket program meets.
+ * Each entry is behind #ifdef because not every system has every name.
+ */
+static const struct {
+    int value;
+    const char *name;
+} errno_names[] = {
+#define E(name) {name, #name}
+    E(EPERM), E(ENOENT), E(EINTR), E(EIO), E(EBADF), E(EAGAIN), E(ENOMEM),
+    E(EACCES), E(EFAULT), E(EBUSY), E(EEXIST), E(EINVAL), E(ENFILE),
+    E(EMFILE), E(ENOSPC), E(EPIPE), E(ERANGE), E(ENOSYS), E(ENOTSOCK),
+    E(EDESTADDRREQ), E(EMSGSIZE), E(EPROTOTYPE), E(ENOPROTOOPT),
+    E(EPROTONOSUPPORT), E(EOPNOTSUPP), E(EAFNOSUPPORT), E(EADDRINUSE),
+    E(EADDRNOTAVAIL), E(ENETDOWN), E(ENETUNREACH), E(ECONNABORTED),
+    E(ECONNRESET), E(ENOBUFS), E(EISCONN), E(ENOTCONN), E(ETIMEDOUT),
+    E(ECONNREFUSED), E(EHOSTUNREACH), E(EALREADY), E(EINPROGRESS),
+    E(EPROTO), E(ENOTTY),
+#ifdef ESOCKTNOSUPPORT
+    E(ESOCKTNOSUPPORT),
+#endif
+#ifdef EPFNOSUPPORT
+    E(EPFNOSUPPORT),
+#endif
+#ifdef ESHUTDOWN
+    E(ESHUTDOWN),
+#endif
+#ifdef EHOSTDOWN
+    E(EHOSTDOWN),
+#endif
+#undef E
+};
+
+const char *errno_name(int err)
+{
+    static char unknown[32];
+
+    /* EWOULDBLOCK may equal EAGAIN; the table lists EAGAIN, the POSIX name. */
+    for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
+        if (errno_names[i].value == err)
+            return errno_names[i].name;
+    snprintf(unknown, sizeof unknown, "errno %d", err);
+    return unknown;
+}
+
+static void vreport(int err, const char *fmt, va_list ap) PRINTF_LIKE(2, 0);
+
+static void vreport(int err, const char *fmt, va_list ap)
+{
+    char what[256];
+
+    vsnprintf(what, sizeof what, fmt, ap);
+    fflush(stdout); /* keep narration and the error in order on a terminal */
+    fprintf(stderr, "%s: %s: %s (%s)\n", progname, what, errno_name(err),
+            strerror(err));
+}
+
+void die(const char *fmt, ...)
+{
+    int err = errno;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport(err, fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void warn_errno(int err, const char *fmt, ...)
+{
+    int saved = errno;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport(err, fmt, ap);
+    va_end(ap);
+    errno = saved;
+}
+
+void narrate(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (quiet)
+        return;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    fflush(stdout);
+}
+
+/* ---- options ---------------------------------------------------------- */
+
+int parse_number(const char *text, unsigned long min, unsigned long max,
+                 unsigned long *out)
+{
+    unsigned long value = 0;
+
+    /* Digits only: strtoul would accept "+1", " 1" and "-1" (as a huge
+     * number), none of which a user means as a port. */
+    if (*text == '\0')
+        return -1;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        if (value > (ULONG_MAX - (unsigned long)(*p - '0')) / 10)
+            return -1;
+        value = value * 10 + (unsigned long)(*p - '0');
+    }
+    if (value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* The standard options in the order usage shows them. */
+static const struct {
+    unsigned flag;
+    struct stage_option opt;
+} standard_options[] = {
+    {OPT_ADDR, {'a', "ADDR", "address to bind: IPv4 or IPv6 literal, 0.0.0.0 "
+                             "or :: for every interface (default "
+                             DEFAULT_ADDR ")"}},
+    {OPT_PORT, {'p', "PORT", "port, 0 to 65535; 0 lets the kernel choose "
+                             "(default 6969)"}},
+    {OPT_BACKLOG, {'b', "BACKLOG", "the listen() backlog, a positive integer "
+                                   "(default 128)"}},
+    {OPT_QUIET, {'q', NULL, "quiet: no narration, only the readiness line "
+                            "and errors"}},
+    {OPT_STEP, {'s', NULL, "step mode: pause before each lifecycle call "
+                           "(when stdin is a terminal)"}},
+    {OPT_NOREUSE, {'R', NULL, "do not set SO_REUSEADDR, to see bind() fail "
+                              "while the port has TIME_WAIT connections"}},
+};
+
+#define N_STANDARD (sizeof standard_options / sizeof standard_options[0])
+
+static void print_option_brief(FILE *f, const struct stage_option *opt)
+{
+    if (opt->argname != NULL)
+        fprintf(f, " [-%c %s]", opt->letter, opt->argname);
+    else
+        fprintf(f, " [-%c]", opt->letter);
+}
+
+static void print_usage_line(FILE *f)
+{
+    fprintf(f, "usage: %s", progname);
+    for (size_t i = 0; i < N_STANDARD; i++)
+        if (stage->standard & standard_options[i].flag)
+            print_option_brief(f, &standard_options[i].opt);
+    for (const struct stage_option *o = stage->extra; o && o->letter; o++)
+        print_option_brief(f, o);
+    fprintf(f, " [-h]\n");
+}
+
+static void print_option_help(const struct stage_option *opt)
+{
+    char left[32];
+
+    if (opt->argname != NULL)
+        snprintf(left, sizeof left, "-%c %s", opt->letter, opt->argname);
+    else
+        snprintf(left, sizeof left, "-%c", opt->letter);
+    printf("  %-14s %s\n", left, opt->help);
+}
+
+static NORETURN void print_help(void)
+{
+    printf("%s: %s\n\n", progname, stage->summary);
+    print_usage_line(stdout);
+    printf("\noptions:\n");
+    for (size_t i = 0; i < N_STANDARD; i++)
+        if (stage->standard & standard_options[i].flag)
+            print_option_help(&standard_options[i].opt);
+    for (const struct stage_option *o = stage->extra; o && o->letter; o++)
+        print_option_help(o);
+    print_option_help(&(struct stage_option){'h', NULL, "print this help "
+                                                        "and exit"});
+    if (stage->standard & OPT_PORT)
+        printf("\nStops with status 0 on SIGINT (Ctrl-C) or SIGTERM.\n");
+    fflush(stdout);
+    exit(ferror(stdout) ? 1 : 0);
+}
+
+void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout);
+    fprintf(stderr, "%s: ", progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    print_usage_line(stderr);
+    exit(2);
+}
+
+/* The optstring for getopt(): the standard letters this stage takes, its own
+ * letters (with ':' after those that take an argument), and h. The leading
+ * ':' makes getopt report a missing argument as ':' instead of printing. */
+static void build_optstring(char *buf, size_t size)
+{
+    size_t n = 0;
+
+    buf[n++] = ':';
+    for (size_t i = 0; i < N_STANDARD; i++) {
+        if (!(stage->standard & standard_options[i].flag))
+            continue;
+        buf[n++] = standard_options[i].opt.letter;
+        if (standard_options[i].opt.argname != NULL)
+            buf[n++] = ':';
+    }
+    for (const struct stage_option *o = stage->extra; o && o->letter; o++) {
+        if (n + 3 >= size)
+            break;
+        buf[n++] = o->letter;
+        if (o->argname != NULL)
+            buf[n++] = ':';
+    }
+    buf[n++] = 'h';
+    buf[n] = '\0';
+}
+
+static bool takes_value(const char *optstring, int c)
+{
+    const char *p = strchr(optstring + 1, c);
+
+    return p != NULL && p[1] == ':';
+}
+
+void options_parse(struct options *o, const struct stage_info *info, int argc,
+                   char **argv)
+{
+    char optstring[64];
+    unsigned long value;
+    int c;
+
+    stage = info;
+    progname = info->name;
+    *o = (struct options){.addr = DEFAULT_ADDR,
+                          .port = DEFAULT_PORT,
+                          .backlog = DEFAULT_BACKLOG,
+                          .reuseaddr = true};
+    build_optstring(optstring, sizeof optstring);
+    opterr = 0;
+    while ((c = getopt(argc, argv, optstring)) != -1) {
+        switch (c) {
+        case 'h':
+            print_help();
+        case ':':
+            usage_error("option -%c needs a value", optopt);
+        case '?':
+            if (optopt != 0)
+                usage_error("unknown option -%c", optopt);
+            usage_error("unknown option %s", argv[optind - 1]);
+        default:
+            break;
+        }
+        /* getopt only returns letters that are in optstring, so each case
+         * below is an option this stage takes. */
+        if (c == 'a' && (info->standard & OPT_ADDR)) {
+            struct sockaddr_storage ss;
+            socklen_t len;
+            if (addr_parse(optarg, 0, &ss, &len) == -1)
+                usage_error("-a %s: not an IPv4 or IPv6 address literal "
+                            "(e.g. 127.0.0.1, 0.0.0.0, ::1, ::)",
+                            optarg);
+            o->addr = optarg;
+        } else if (c == 'p' && (info->standard & OPT_PORT)) {
+            if (parse_number(optarg, 0, 65535, &value) == -1)
+                usage_error("-p %s: a port is a whole number from 0 to 65535",
+                            optarg);
+            o->port = (unsigned)value;
+        } else if (c == 'b' && (info->standard & OPT_BACKLOG)) {
+            if (parse_number(optarg, 1, INT_MAX, &value) == -1)
+                usage_error("-b %s: a backlog is a whole number from 1 to %d",
+                            optarg, INT_MAX);
+            o->backlog = (int)value;
+        } else if (c == 'q' && (info->standard & OPT_QUIET)) {
+            o->quiet = true;
+        } else if (c == 's' && (info->standard & OPT_STEP)) {
+            o->step = true;
+        } else if (c == 'R' && (info->standard & OPT_NOREUSE)) {
+            o->reuseaddr = false;
+        } else {
+            /* POSIX leaves optarg unspecified after a flag: pass NULL. */
+            const char *arg = takes_value(optstring, c) ? optarg : NULL;
+            const char *why = info->on_extra((char)c, arg, info->ctx);
+            if (why != NULL)
+                usage_error("-%c%s%s: %s", c, arg ? " " : "", arg ? arg : "",
+                            why);
+        }
+    }
+    if (optind < argc)
+        usage_error("unexpected argument '%s'", argv[optind]);
+    quiet = o->quiet;
+    stepping = o->step;
+}
+
+/* ---- addresses --------------------------------------------------------- */
+
+int addr_parse(const char *text, unsigned port, struct sockaddr_storage *ss,
+               socklen_t *len)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+    if (port > 65535)
+        return -1;
+    memset(ss, 0, sizeof *ss);
+    if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        *len = sizeof *sin;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *sin6;
+        return 0;
+    }
+    return -1;
+}
+
+char *addr_format(const struct sockaddr *sa, socklen_t len, char *buf,
+                  size_t size)
+{
+    char host[INET6_ADDRSTRLEN];
+
+    if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        if (inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host) != NULL) {
+            snprintf(buf, size, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
+            return buf;
+        }
+    } else if (sa->sa_family == AF_INET6 &&
+               len >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host) != NULL) {
+            snprintf(buf, size, "[%s]:%u", host,
+                     (unsigned)ntohs(sin6->sin6_port));
+            return buf;
+        }
+    }
+    snprintf(buf, size, "(family %d)", (int)sa->sa_family);
+    return buf;
+}
+
+unsigned addr_for_clients(const struct sockaddr *sa, char *host, size_t size)
+{
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        struct in6_addr a = sin6->sin6_addr;
+        if (IN6_IS_ADDR_UNSPECIFIED(&a))
+            a = in6addr_loopback;
+        if (inet_ntop(AF_INET6, &a, host, (socklen_t)size) == NULL)
+            snprintf(host, size, "::1");
+        return ntohs(sin6->sin6_port);
+    }
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        struct in_addr a = sin->sin_addr;
+        if (a.s_addr == htonl(INADDR_ANY))
+            a.s_addr = htonl(INADDR_LOOPBACK);
+        if (inet_ntop(AF_INET, &a, host, (socklen_t)size) == NULL)
+            snprintf(host, size, "127.0.0.1");
+        return ntohs(sin->sin_port);
+    }
+    snprintf(host, size, "?");
+    return 0;
+}
+
+void ready_line(const char *verb, const struct sockaddr *sa, socklen_t len)
+{
+    char text[ADDR_TEXT_MAX];
+
+    printf("%s %s\n", verb, addr_format(sa, len, text, sizeof text));
+    fflush(stdout);
+}
+
+/* ---- step mode ----------------------------------------------------------- */
+
+void step(const char *fmt, ...)
+{
+    static bool introduced;
+    static bool pausing;
+    va_list ap;
+
+    if (!stepping)
+        return;
+    if (!introduced) {
+        introduced = true;
+        pausing = isatty(STDIN_FILENO);
+        printf("[step] PID %ld. In another terminal, watch it between steps:\n"
+               "[step]   ls -l /proc/%ld/fd    ss -tanp | grep %s\n",
+               (long)getpid(), (long)getpid(), progname);
+        if (!pausing)
+            printf("[step] stdin is not a terminal, so steps are announced "
+                   "but not paused for\n");
+    }
+    printf("[step] next: ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (pausing) {
+        char line[64];
+        printf(" -- press Enter ");
+        fflush(stdout);
+        /* Read up to the end of the line; EOF (Ctrl-D) stops pausing. */
+        while (fgets(line, sizeof line, stdin) != NULL &&
+               strchr(line, '\n') == NULL)
+            ;
+        if (feof(stdin) || ferror(stdin)) {
+            pausing = false;
+            printf("\n[step] end of input: not pausing any more\n");
+        }
+    } else {
+        putchar('\n');
+    }
+    fflush(stdout);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+/*
+ * The handler does everything itself: it writes its line with write(2) and
+ * ends with _exit(2), both async-signal-safe. Because nothing is left for the
+ * main flow to check, a signal that lands just before a blocking call (the
+ * race a "set a flag, test it, then block" design has) still ends the
+ * program at once. Stage 6 replaces this with a graceful shutdown.
+ */
+static void on_signal(int sig)
+{
+    static const char tail[] = ", exiting\n";
+    const char *name = sig == SIGINT ? ": SIGINT" : ": SIGTERM";
+
+    if (!quiet) {
+        /* Return values ignored on purpose: nothing could be done about a
+         * failed write, and the process ends on the next line. */
+        (void)!write(STDOUT_FILENO, "\n", 1);
+        (void)!write(STDOUT_FILENO, progname, strlen(progname));
+        (void)!write(STDOUT_FILENO, name, strlen(name));
+        (void)!write(STDOUT_FILENO, tail, sizeof tail - 1);
+    }
+    _exit(0);
+}
+
+void exit_on_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) == -1)
+        die("sigaction SIGINT");
+    if (sigaction(SIGTERM, &sa, NULL) == -1)
+        die("sigaction SIGTERM");
+}

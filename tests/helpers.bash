@@ -1,0 +1,252 @@
+# helpers.bash - what every suite shares. Load it with `load helpers`.
+#
+# Servers start the way a user starts them: on port 0, with the port read
+# from their readiness line. Every wait has a bound, and every process a test
+# starts is recorded and stopped by its PID in teardown.
+#
+# Environment: STAGE_BIN (default bin) is where the stage programs are, e.g.
+# build/sanitize/bin for `make check`; TOOLS_BIN (default build/tools) holds
+# the C helpers built from tests/tools/.
+
+bats_require_minimum_version 1.5.0
+
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+BIN=${STAGE_BIN:-bin}
+[[ $BIN == /* ]] || BIN=$ROOT/$BIN
+TOOLS=${TOOLS_BIN:-build/tools}
+[[ $TOOLS == /* ]] || TOOLS=$ROOT/$TOOLS
+
+# How long any single wait may take, in seconds.
+WAIT_LIMIT=${WAIT_LIMIT:-10}
+
+# PIDs of everything started in the background by this test.
+STARTED_PIDS=()
+
+teardown() {
+    stop_all
+}
+
+# wait_until SECONDS COMMAND [ARGS...]: runs COMMAND every 20 ms until it
+# succeeds (returns 0) or SECONDS pass (returns 1).
+wait_until() {
+    local limit=$1 deadline
+    shift
+    deadline=$((SECONDS + limit))
+    until "$@"; do
+        ((SECONDS <= deadline)) || return 1
+        sleep 0.02
+    done
+}
+
+# is_running PID: the process exists and has not exited. (Bash reaps its
+# background children as they end, so an ended one is gone, not a zombie.)
+is_running() {
+    kill -0 "$1" 2>/dev/null
+}
+
+# has_exited PID: the opposite, for wait_until.
+has_exited() {
+    ! kill -0 "$1" 2>/dev/null
+}
+
+# spawn COMMAND [ARGS...]: starts COMMAND in the background, with fd 3 (Bats'
+# own channel) closed so Bats does not wait for it, records its PID for
+# teardown, and leaves it in SPAWNED_PID. Redirect its I/O at the call site.
+# The explicit <&0 matters: without job control, bash gives a background
+# command /dev/null as stdin unless the command itself redirects it.
+spawn() {
+    "$@" 3>&- <&0 &
+    SPAWNED_PID=$!
+    STARTED_PIDS+=("$SPAWNED_PID")
+}
+
+# start_server PROGRAM [ARGS...]: starts $BIN/PROGRAM -p 0 ARGS (a -p in ARGS
+# wins, as getopt takes the last), waits for its readiness line, and sets:
+#   SERVER_PID   its PID
+#   SERVER_OUT   the file holding its stdout (SERVER_ERR: stderr)
+#   SERVER_ADDR  the address from the readiness line, without brackets
+#   PORT         the port from the readiness line
+# Fails the test if the line does not come within WAIT_LIMIT seconds.
+start_server() {
+    local prog=$1 verb="listening on"
+    shift
+    [[ $prog == stage2_bind ]] && verb="bound to"
+    SERVER_OUT=$(mktemp "$BATS_TEST_TMPDIR/$prog.out.XXXXXX")
+    SERVER_ERR=${SERVER_OUT/.out./.err.}
+    spawn "$BIN/$prog" -p 0 "$@" </dev/null >"$SERVER_OUT" 2>"$SERVER_ERR"
+    SERVER_PID=$SPAWNED_PID
+    if ! wait_until "$WAIT_LIMIT" grep -q "^$verb " "$SERVER_OUT"; then
+        echo "no '$verb' line from $prog within $WAIT_LIMIT s" >&2
+        echo "stdout:" >&2
+        cat "$SERVER_OUT" >&2
+        echo "stderr:" >&2
+        cat "$SERVER_ERR" >&2
+        return 1
+    fi
+    local line
+    line=$(grep -m 1 "^$verb " "$SERVER_OUT")
+    line=${line#"$verb "}
+    PORT=${line##*:}
+    SERVER_ADDR=${line%:*}
+    SERVER_ADDR=${SERVER_ADDR#[}
+    SERVER_ADDR=${SERVER_ADDR%]}
+}
+
+# stop_process PID [SIGNAL]: sends SIGNAL (default TERM), waits up to
+# WAIT_LIMIT seconds for the process to end, and sets STOP_STATUS to its exit
+# status (or to "still running" after a last SIGKILL).
+stop_process() {
+    local pid=$1 sig=${2:-TERM}
+    kill "-$sig" "$pid" 2>/dev/null
+    if wait_until "$WAIT_LIMIT" has_exited "$pid"; then
+        wait "$pid" 2>/dev/null
+        STOP_STATUS=$?
+    else
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        STOP_STATUS="still running"
+    fi
+}
+
+# stop_all: ends every process this test started that is still running.
+stop_all() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        if is_running "$pid"; then
+            kill -KILL "$pid" 2>/dev/null
+        fi
+        wait "$pid" 2>/dev/null
+    done
+    STARTED_PIDS=()
+}
+
+# ---- what the kernel shows (Linux, ss from iproute2) -------------------------
+
+# listen_queue PORT: prints "RECVQ SENDQ" of the listening socket on PORT.
+listen_queue() {
+    ss -Hltn "sport = :$1" | awk 'NR == 1 { print $2, $3 }'
+}
+
+# count_sockets STATE FILTER: how many TCP sockets in STATE match FILTER,
+# e.g. count_sockets syn-sent "dport = :$PORT".
+count_sockets() {
+    ss -Htn state "$1" "$2" | wc -l
+}
+
+# has_ipv6_loopback: ::1 is configured (some containers have no IPv6).
+has_ipv6_loopback() {
+    [[ -r /proc/net/if_inet6 ]] &&
+        grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6
+}
+
+# ---- assertions ---------------------------------------------------------------
+
+# assert_usage_error PROGRAM ARGS...: the program exits 2 with nothing on
+# stdout, a one-line reason and then the usage line on stderr.
+assert_usage_error() {
+    local prog=$1
+    shift
+    run --separate-stderr "$BIN/$prog" "$@"
+    [[ $status -eq 2 ]] || { echo "exit $status, want 2: $prog $*"; return 1; }
+    [[ -z $output ]] || { echo "stdout not empty: $output"; return 1; }
+    [[ ${#stderr_lines[@]} -eq 2 ]] ||
+        { echo "want 2 lines on stderr, got: $stderr"; return 1; }
+    [[ ${stderr_lines[0]} == "$prog: "* ]] ||
+        { echo "reason does not start with '$prog: ': $stderr"; return 1; }
+    [[ ${stderr_lines[1]} == "usage: $prog "* ]] ||
+        { echo "second line is not the usage line: $stderr"; return 1; }
+}
+
+# assert_help PROGRAM: -h prints the usage to stdout and exits 0.
+assert_help() {
+    run --separate-stderr "$BIN/$1" -h
+    [[ $status -eq 0 ]] || { echo "exit $status"; return 1; }
+    [[ $output == *"usage: $1 "* ]] || { echo "no usage line: $output"; return 1; }
+    [[ -z $stderr ]] || { echo "stderr not empty: $stderr"; return 1; }
+}
+
+# assert_signal_exit PROGRAM SIGNAL [ARGS...]: started on port 0, the
+# program ends with status 0 on SIGNAL.
+assert_signal_exit() {
+    local prog=$1 sig=$2
+    shift 2
+    start_server "$prog" "$@"
+    stop_process "$SERVER_PID" "$sig"
+    [[ $STOP_STATUS == 0 ]] || { echo "exit status: $STOP_STATUS"; return 1; }
+}
+
+# ---- checks every server stage shares (stages 2 to 6) --------------------------
+
+# readiness_verb PROGRAM: what its readiness line starts with.
+readiness_verb() {
+    if [[ $1 == stage2_bind ]]; then echo "bound to"; else echo "listening on"; fi
+}
+
+# assert_bad_ports PROGRAM: every port that is not a whole number in
+# 0..65535 is a usage error.
+assert_bad_ports() {
+    local p
+    for p in 65536 70000 -1 +80 abc 80x "" " 80" 99999999999999999999999; do
+        assert_usage_error "$1" -p "$p" || { echo "port '$p'"; return 1; }
+    done
+    assert_usage_error "$1" -p
+}
+
+# assert_bad_addresses PROGRAM: names and malformed literals are usage errors.
+assert_bad_addresses() {
+    local a
+    for a in localhost 256.0.0.1 1.2.3 ::g "" "[::1]" 127.0.0.1:80; do
+        assert_usage_error "$1" -a "$a" || { echo "address '$a'"; return 1; }
+    done
+}
+
+# assert_port_zero PROGRAM: -p 0 gets a port the kernel chose, and the
+# readiness line shows it, as getsockname() reports it.
+assert_port_zero() {
+    local verb
+    verb=$(readiness_verb "$1")
+    start_server "$1" -q
+    [[ $SERVER_ADDR == 127.0.0.1 ]] || { echo "address $SERVER_ADDR"; return 1; }
+    ((PORT > 0 && PORT <= 65535)) || { echo "port $PORT"; return 1; }
+    # -q: the readiness line is all of stdout.
+    [[ $(cat "$SERVER_OUT") == "$verb 127.0.0.1:$PORT" ]] ||
+        { echo "stdout: $(cat "$SERVER_OUT")"; return 1; }
+}
+
+# assert_ipv6 PROGRAM: binding ::1 works, and the readiness line writes the
+# address in brackets.
+assert_ipv6() {
+    start_server "$1" -q -a ::1
+    [[ $SERVER_ADDR == ::1 ]] || { echo "address $SERVER_ADDR"; return 1; }
+    grep -qx "$(readiness_verb "$1") \[::1\]:$PORT" "$SERVER_OUT"
+}
+
+# assert_addr_in_use PROGRAM [ARGS...]: a second copy, with ARGS, on the port
+# of a running first copy fails with status 1 and the errno's name and text on
+# stderr (CURRICULUM F10); the first copy goes on.
+assert_addr_in_use() {
+    local prog=$1
+    shift
+    start_server "$prog" -q
+    run --separate-stderr timeout "$WAIT_LIMIT" "$BIN/$prog" -q -p "$PORT" "$@"
+    [[ $status -eq 1 ]] || { echo "exit $status, want 1"; return 1; }
+    [[ $stderr == "$prog: bind 127.0.0.1:$PORT: EADDRINUSE (Address already in use)" ]] ||
+        { echo "stderr: $stderr"; return 1; }
+    is_running "$SERVER_PID" || { echo "the first copy died"; return 1; }
+}
+
+# assert_reuseaddr PROGRAM: with a connection of the port in TIME_WAIT and
+# nobody listening, bind() fails without SO_REUSEADDR (-R) and works with it
+# (CURRICULUM F11).
+assert_reuseaddr() {
+    local port
+    port=$("$TOOLS/timewait") || return 1
+    [[ $(count_sockets time-wait "sport = :$port") -ge 1 ]] ||
+        { echo "no TIME_WAIT on port $port"; return 1; }
+    run --separate-stderr timeout "$WAIT_LIMIT" "$BIN/$1" -q -R -p "$port"
+    [[ $status -eq 1 ]] || { echo "-R: exit $status, want 1"; return 1; }
+    [[ $stderr == *"EADDRINUSE (Address already in use)" ]] ||
+        { echo "-R: stderr: $stderr"; return 1; }
+    start_server "$1" -q -p "$port"
+    [[ $PORT == "$port" ]]
+}

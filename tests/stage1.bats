@@ -1,0 +1,91 @@
+#!/usr/bin/env bats
+# stage1_socket: socket() makes an endpoint, with a descriptor and no address
+# (CURRICULUM F1, F4).
+
+load helpers
+
+@test "stage1: -h prints the usage to stdout and exits 0" {
+    assert_help stage1_socket
+}
+
+@test "stage1: an unknown option or a stray argument exits 2 with the usage" {
+    assert_usage_error stage1_socket -x
+    assert_usage_error stage1_socket -p 80
+    assert_usage_error stage1_socket extra
+}
+
+@test "stage1 F1: socket() returns descriptor 3, the lowest free one after stdin, stdout, stderr" {
+    run --separate-stderr "$BIN/stage1_socket" 3>&-
+    [ "$status" -eq 0 ]
+    [ -z "$stderr" ]
+    [[ $output == *"socket(AF_INET, SOCK_STREAM, 0) returned descriptor 3"* ]]
+    [[ $output == *"why 3: descriptors 0 (stdin), 1 (stdout), 2 (stderr) are already open"* ]]
+}
+
+@test "stage1 F1: with descriptors 3 and 4 already open, the socket gets 5" {
+    run "$BIN/stage1_socket" 3</dev/null 4</dev/null
+    [ "$status" -eq 0 ]
+    [[ $output == *"returned descriptor 5"* ]]
+    [[ $output == *"descriptors 0 (stdin), 1 (stdout), 2 (stderr), 3, 4 are already open"* ]]
+}
+
+@test "stage1 F1: a new socket has no address and no port (0.0.0.0:0) and no peer (ENOTCONN)" {
+    run "$BIN/stage1_socket" 3>&-
+    [ "$status" -eq 0 ]
+    [[ $output == *"family:  AF_INET, IPv4"* ]]
+    [[ $output == *"address: 0.0.0.0:0: no address and no port yet"* ]]
+    [[ $output == *"type:    SOCK_STREAM"* ]]
+    [[ $output == *"peer:    none: getpeername() fails with ENOTCONN"* ]]
+}
+
+@test "stage1 F1: /proc shows the descriptor as a socket, a kernel object" {
+    run "$BIN/stage1_socket" 3>&-
+    [ "$status" -eq 0 ]
+    [[ $output =~ /proc/[0-9]+/fd/3\ -\>\ socket:\[[0-9]+\] ]]
+}
+
+@test "stage1 -6: an IPv6 socket reports AF_INET6 and [::]:0" {
+    if ! has_ipv6_loopback; then
+        skip "this machine has no IPv6 loopback (::1)"
+    fi
+    run "$BIN/stage1_socket" -6 3>&-
+    [ "$status" -eq 0 ]
+    [[ $output == *"socket(AF_INET6, SOCK_STREAM, 0) returned descriptor 3"* ]]
+    [[ $output == *"address: [::]:0: no address"* ]]
+}
+
+@test "stage1 -s: with stdin not a terminal, steps are announced and not paused for" {
+    run timeout 10 "$BIN/stage1_socket" -s </dev/null 3>&-
+    [ "$status" -eq 0 ]
+    [[ $output == *"[step] stdin is not a terminal, so steps are announced but not paused for"* ]]
+    [[ $output == *"[step] next: socket(AF_INET, SOCK_STREAM, 0)"* ]]
+    [[ $output == *"[step] next: close(3)"* ]]
+    [[ $output =~ \[step\]\ PID\ [0-9]+ ]]
+}
+
+@test "stage1 -s: on a terminal, each step waits for Enter" {
+    if ! command -v script >/dev/null 2>&1; then
+        skip "no 'script' command (util-linux) to give the program a terminal"
+    fi
+    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen
+    mkfifo "$fifo"
+    # script(1) runs the program on a pseudo-terminal and feeds it what we
+    # write into the fifo, as if typed. Opening the fifo read-write on fd 5
+    # first lets script open it without blocking, and keeps it from seeing
+    # end of input between keystrokes.
+    exec 5<>"$fifo"
+    spawn script -qfec "$BIN/stage1_socket -s" /dev/null <"$fifo" >"$out" 2>&1
+    local pid=$SPAWNED_PID
+    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$out"
+    # It is waiting for Enter: the socket has not been created yet.
+    [ "$(grep -c "returned descriptor" "$out")" -eq 0 ]
+    printf '\n' >&5
+    wait_until "$WAIT_LIMIT" grep -q "next: close(" "$out"
+    grep -q "returned descriptor" "$out"
+    [ "$(grep -c "closed descriptor" "$out")" -eq 0 ]
+    printf '\n' >&5
+    wait_until "$WAIT_LIMIT" has_exited "$pid"
+    wait "$pid"
+    exec 5>&-
+    grep -q "closed descriptor" "$out"
+}
