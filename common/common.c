@@ -120,6 +120,35 @@ void narrate(const char *fmt, ...)
     fflush(stdout);
 }
 
+void bind_hint(int err, const char *addr, unsigned port)
+{
+    switch (err) {
+    case EADDRINUSE:
+        narrate("hint: another socket already owns port %u on this address "
+                "(see it with: ss -tanp 'sport = :%u'); stop it, wait for "
+                "TIME_WAIT to end, or pick another port (-p 0)",
+                port, port);
+        break;
+    case EACCES:
+        narrate("hint: ports below the unprivileged limit need root or "
+                "CAP_NET_BIND_SERVICE%s; use a port above it, e.g. -p 8080",
+#ifdef __linux__
+                " (Linux: /proc/sys/net/ipv4/ip_unprivileged_port_start)"
+#else
+                ""
+#endif
+        );
+        break;
+    case EADDRNOTAVAIL:
+        narrate("hint: %s is not an address of this host (list them with "
+                "`ip addr` or `ifconfig`); 127.0.0.1 and ::1 always are",
+                addr);
+        break;
+    default:
+        break;
+    }
+}
+
 /* ---- options ---------------------------------------------------------- */
 
 int parse_number(const char *text, unsigned long min, unsigned long max,

@@ -110,6 +110,10 @@ NORETURN void die(const char *fmt, ...) PRINTF_LIKE(1, 2);
  * ends one connection and not the program. Leaves errno as it found it. */
 void warn_errno(int err, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
+/* After bind() failed with err, narrates what that errno usually means and
+ * what to try (for EADDRINUSE, EACCES, EADDRNOTAVAIL; nothing for others). */
+void bind_hint(int err, const char *addr, unsigned port);
+
 /* Fills *ss and *len from an IPv4 or IPv6 literal and a port; returns 0, or
  * -1 if text is not such a literal (or port > 65535). */
 int addr_parse(const char *text, unsigned port, struct sockaddr_storage *ss,

@@ -24,36 +24,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-/* After a failed bind(), tells the learner what the errno means here. */
-static void explain_bind_error(int err, const struct options *opt)
-{
-    switch (err) {
-    case EADDRINUSE:
-        narrate("hint: another socket already owns port %u on this address "
-                "(see it with: ss -tanp 'sport = :%u'); stop it, wait for "
-                "TIME_WAIT to end, or pick another port (-p 0)",
-                opt->port, opt->port);
-        break;
-    case EACCES:
-        narrate("hint: ports below the unprivileged limit need root or "
-                "CAP_NET_BIND_SERVICE%s; use a port above it, e.g. -p 8080",
-#ifdef __linux__
-                " (Linux: /proc/sys/net/ipv4/ip_unprivileged_port_start)"
-#else
-                ""
-#endif
-        );
-        break;
-    case EADDRNOTAVAIL:
-        narrate("hint: %s is not an address of this host (list them with "
-                "`ip addr` or `ifconfig`); 127.0.0.1 and ::1 always are",
-                opt->addr);
-        break;
-    default:
-        break;
-    }
-}
-
 int main(int argc, char **argv)
 {
     const struct stage_info info = {
@@ -100,7 +70,7 @@ int main(int argc, char **argv)
     if (bind(fd, (struct sockaddr *)&addr, addrlen) == -1) {
         int err = errno;
         warn_errno(err, "bind %s", text);
-        explain_bind_error(err, &opt);
+        bind_hint(err, opt.addr, opt.port);
         exit(1);
     }
 

@@ -49,13 +49,24 @@ has_exited() {
     ! kill -0 "$1" 2>/dev/null
 }
 
-# spawn COMMAND [ARGS...]: starts COMMAND in the background, with fd 3 (Bats'
-# own channel) closed so Bats does not wait for it, records its PID for
-# teardown, and leaves it in SPAWNED_PID. Redirect its I/O at the call site.
-# The explicit <&0 matters: without job control, bash gives a background
-# command /dev/null as stdin unless the command itself redirects it.
+# spawn COMMAND [ARGS...]: starts COMMAND in the background with only fds 0,
+# 1 and 2 open, as from a user's shell (Bats keeps descriptors of its own
+# open, and a server that inherited them would number its sockets
+# differently and keep Bats waiting), records its PID for teardown, and
+# leaves it in SPAWNED_PID. Redirect its I/O at the call site. The explicit
+# <&0 matters: without job control, bash gives a background command
+# /dev/null as stdin unless the command itself redirects it.
 spawn() {
-    "$@" 3>&- <&0 &
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            # (The directory's own descriptor is listed, but already closed.)
+            if ((fd > 2)) && [[ -e /proc/self/fd/$fd ]]; then
+                eval "exec $fd>&-"
+            fi
+        done
+        exec "$@"
+    ) <&0 &
     SPAWNED_PID=$!
     STARTED_PIDS+=("$SPAWNED_PID")
 }
@@ -249,4 +260,69 @@ assert_reuseaddr() {
         { echo "-R: stderr: $stderr"; return 1; }
     start_server "$1" -q -p "$port"
     [[ $PORT == "$port" ]]
+}
+
+# ---- checks every echo server shares (stages 4 to 6) ---------------------------
+
+# echo_once TEXT: sends TEXT to the server on PORT with nc, which shuts down
+# its sending side at the end of input (-N) and prints what comes back.
+echo_once() {
+    printf '%s' "$1" | timeout "$WAIT_LIMIT" nc -N 127.0.0.1 "$PORT"
+}
+
+# assert_echoes_text: a line of text comes back as it was sent.
+assert_echoes_text() {
+    local got
+    got=$(echo_once $'hello, echo\n') || { echo "nc failed"; return 1; }
+    [[ $got == "hello, echo" ]] || { echo "got: '$got'"; return 1; }
+}
+
+# assert_echoes_file SIZE: SIZE bytes of random binary data (NUL bytes and
+# all) come back byte for byte, checked by checksum; nc writes and reads at
+# the same time, then half-closes (-N) and reads the rest.
+assert_echoes_file() {
+    local in=$BATS_TEST_TMPDIR/echo.in out=$BATS_TEST_TMPDIR/echo.out
+    head -c "$1" /dev/urandom >"$in"
+    timeout 60 nc -N 127.0.0.1 "$PORT" <"$in" >"$out" ||
+        { echo "nc failed or timed out"; return 1; }
+    [[ $(wc -c <"$out") -eq $1 ]] || { echo "got $(wc -c <"$out") bytes"; return 1; }
+    [[ $(cksum <"$in") == "$(cksum <"$out")" ]] || { echo "checksums differ"; return 1; }
+}
+
+# assert_survives_reset [BYTES]: a client that sends BYTES and resets
+# (SO_LINGER 0) ends only its own connection: the server keeps running and
+# echoes the next client.
+assert_survives_reset() {
+    "$TOOLS/reset" 127.0.0.1 "$PORT" "${1:-0}" || { echo "reset tool failed"; return 1; }
+    assert_echoes_text || return 1
+    is_running "$SERVER_PID" || { echo "the server died"; return 1; }
+}
+
+# server_recvq_total: the bytes waiting, unread, in the server's connected
+# sockets on PORT (what clients sent that the program has not read).
+server_recvq_total() {
+    ss -Htn state established "sport = :$PORT" | awk '{ n += $1 } END { print n + 0 }'
+}
+
+# cpu_ticks PID: user + system CPU time the process has used, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat, counted after the command name).
+cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((f[11] + f[12]))
+}
+
+# cpu_percent PID: the share of one CPU the process used over about a second,
+# from /proc/PID/stat before and after, as a whole percentage.
+cpu_percent() {
+    local hz t0 t1 s0 s1
+    hz=$(getconf CLK_TCK)
+    t0=$(cpu_ticks "$1")
+    s0=$(date +%s%N)
+    sleep 1
+    t1=$(cpu_ticks "$1")
+    s1=$(date +%s%N)
+    echo $(((t1 - t0) * 100 * 1000000000 / hz / (s1 - s0)))
 }

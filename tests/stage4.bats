@@ -1,0 +1,129 @@
+#!/usr/bin/env bats
+# stage4_accept: an iterative, blocking echo server (CURRICULUM F21 to F27).
+
+load helpers
+
+# open_held_client NAME: connects an nc whose input we control: what is
+# written to fd 6 goes to the server, and closing fd 6 ends nc's input (nc
+# then shuts down its sending side, -N). Its output goes to
+# $BATS_TEST_TMPDIR/NAME.out; HELD_PID is its PID.
+open_held_client() {
+    local fifo=$BATS_TEST_TMPDIR/$1.fifo
+    mkfifo "$fifo"
+    exec 6<>"$fifo"
+    spawn nc -N 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
+    HELD_PID=$SPAWNED_PID
+}
+
+# file_is FILE TEXT: FILE holds exactly TEXT (plus a final newline).
+file_is() {
+    [[ $(cat "$1" 2>/dev/null) == "$2" ]]
+}
+
+@test "stage4: -h prints the usage to stdout and exits 0" {
+    assert_help stage4_accept
+}
+
+@test "stage4: bad ports, addresses and backlogs exit 2" {
+    assert_bad_ports stage4_accept
+    assert_bad_addresses stage4_accept
+    assert_usage_error stage4_accept -b 0
+}
+
+@test "stage4: -p 0 listens on a port the kernel chose, shown in the readiness line" {
+    assert_port_zero stage4_accept
+}
+
+@test "stage4: echoes a line of text" {
+    start_server stage4_accept -q
+    assert_echoes_text
+}
+
+@test "stage4: echoes 1 MiB of random binary data byte for byte" {
+    start_server stage4_accept -q
+    assert_echoes_file 1048576
+}
+
+@test "stage4 F37: half-close: a client that sends and shuts down its side still gets everything back" {
+    start_server stage4_accept
+    # nc -N sends, then shutdown(SHUT_WR); the server reads end of stream
+    # only after every byte, and echoes all of it before it closes.
+    run echo_once $'one\ntwo\nthree\n'
+    [ "$status" -eq 0 ]
+    [ "$output" = $'one\ntwo\nthree' ]
+    wait_until "$WAIT_LIMIT" grep -q "left: 14 bytes echoed" "$SERVER_OUT"
+}
+
+@test "stage4 F21/F24: accept() returns a new descriptor (4) and fills in the client's address" {
+    start_server stage4_accept
+    open_held_client a
+    wait_until "$WAIT_LIMIT" grep -q "connected on fd" "$SERVER_OUT"
+    local line peer_port
+    line=$(grep -m 1 "connected on fd" "$SERVER_OUT")
+    [[ $line =~ ^client\ 127\.0\.0\.1:([0-9]+)\ connected\ on\ fd\ 4 ]]
+    peer_port=${BASH_REMATCH[1]}
+    # The address accept() reported is the client's own end, as ss sees it.
+    [ "$(count_sockets established "sport = :$peer_port and dport = :$PORT")" -eq 1 ]
+    exec 6>&-
+}
+
+@test "stage4 F25: while one client stays connected, the next one's data waits unread; then it is served" {
+    start_server stage4_accept -q
+    open_held_client first
+    printf 'first\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first
+
+    # The second client connects and sends (and keeps its side open, no
+    # -N); the kernel takes its bytes, but the server, blocked in read() on
+    # the first, never reads them.
+    printf 'second\n' >"$BATS_TEST_TMPDIR/second.in"
+    spawn nc 127.0.0.1 "$PORT" <"$BATS_TEST_TMPDIR/second.in" >"$BATS_TEST_TMPDIR/second.out"
+    wait_until "$WAIT_LIMIT" eval '[[ $(server_recvq_total) == 7 ]]'
+    [ "$(listen_queue "$PORT")" = "1 128" ]
+    [ ! -s "$BATS_TEST_TMPDIR/second.out" ]
+
+    # The first leaves: the server accepts the second and echoes it.
+    exec 6>&-
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/second.out" second
+}
+
+@test "stage4 F38: a client that resets ends only itself; the server goes on" {
+    start_server stage4_accept -q
+    assert_survives_reset 0
+    assert_survives_reset 100000
+    # A reset shows as ECONNRESET (from read) or EPIPE (from write) on stderr.
+    wait_until "$WAIT_LIMIT" grep -Eq "(ECONNRESET|EPIPE)" "$SERVER_ERR"
+}
+
+@test "stage4 F38: a client that resets while still in the queue does not end the server" {
+    start_server stage4_accept -q
+    open_held_client first
+    printf 'first\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first
+    "$TOOLS/reset" 127.0.0.1 "$PORT" 10
+    exec 6>&-
+    assert_echoes_text
+    is_running "$SERVER_PID"
+}
+
+@test "stage4 F27: the side that closes first gets TIME_WAIT: here the client" {
+    start_server stage4_accept -q
+    assert_echoes_text
+    # The client half-closed first (nc -N), so its end waits in TIME_WAIT;
+    # the server's end, which closed second, does not.
+    wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") >= 1))'
+    [ "$(count_sockets time-wait "sport = :$PORT")" -eq 0 ]
+}
+
+@test "stage4: SIGTERM while blocked in accept() exits 0" {
+    assert_signal_exit stage4_accept TERM
+}
+
+@test "stage4: SIGINT while blocked in read() on a client exits 0" {
+    start_server stage4_accept
+    open_held_client a
+    wait_until "$WAIT_LIMIT" grep -q "connected on fd" "$SERVER_OUT"
+    stop_process "$SERVER_PID" INT
+    [ "$STOP_STATUS" = 0 ]
+    exec 6>&-
+}
