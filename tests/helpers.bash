@@ -289,6 +289,23 @@ assert_echoes_file() {
     [[ $(cksum <"$in") == "$(cksum <"$out")" ]] || { echo "checksums differ"; return 1; }
 }
 
+# open_held_client NAME: connects an nc whose input we control: what is
+# written to fd 6 goes to the server, and closing fd 6 ends nc's input (nc
+# then shuts down its sending side, -N). Its output goes to
+# $BATS_TEST_TMPDIR/NAME.out; HELD_PID is its PID.
+open_held_client() {
+    local fifo=$BATS_TEST_TMPDIR/$1.fifo
+    mkfifo "$fifo"
+    exec 6<>"$fifo"
+    spawn nc -N 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
+    HELD_PID=$SPAWNED_PID
+}
+
+# file_is FILE TEXT: FILE holds exactly TEXT (plus a final newline).
+file_is() {
+    [[ $(cat "$1" 2>/dev/null) == "$2" ]]
+}
+
 # assert_survives_reset [BYTES]: a client that sends BYTES and resets
 # (SO_LINGER 0) ends only its own connection: the server keeps running and
 # echoes the next client.

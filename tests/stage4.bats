@@ -3,23 +3,6 @@
 
 load helpers
 
-# open_held_client NAME: connects an nc whose input we control: what is
-# written to fd 6 goes to the server, and closing fd 6 ends nc's input (nc
-# then shuts down its sending side, -N). Its output goes to
-# $BATS_TEST_TMPDIR/NAME.out; HELD_PID is its PID.
-open_held_client() {
-    local fifo=$BATS_TEST_TMPDIR/$1.fifo
-    mkfifo "$fifo"
-    exec 6<>"$fifo"
-    spawn nc -N 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
-    HELD_PID=$SPAWNED_PID
-}
-
-# file_is FILE TEXT: FILE holds exactly TEXT (plus a final newline).
-file_is() {
-    [[ $(cat "$1" 2>/dev/null) == "$2" ]]
-}
-
 @test "stage4: -h prints the usage to stdout and exits 0" {
     assert_help stage4_accept
 }
