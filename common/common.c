@@ -23,42 +23,79 @@ static const struct stage_info *stage;
 static bool quiet;
 static bool stepping;
 
-const char *program_name(void) { return progname; }
+const char *program_name(void)
+{
+    return progname;
+}
 
-bool narrating(void) { return !quiet; }
+bool narrating(void)
+{
+    return !quiet;
+}
 
 /*
  * errno names. strerror() gives only the text and glibc's strerrorname_np()
  * is not portable, so keep a table of the ones a socket program meets.
- * Each entry is behind #ifdef because not every system has every name.
+ * The few names POSIX does not require stand behind #ifdef.
  */
 static const struct {
     int value;
     const char *name;
 } errno_names[] = {
-#define E(name) {name, #name}
-    E(EPERM), E(ENOENT), E(EINTR), E(EIO), E(EBADF), E(EAGAIN), E(ENOMEM),
-    E(EACCES), E(EFAULT), E(EBUSY), E(EEXIST), E(EINVAL), E(ENFILE),
-    E(EMFILE), E(ENOSPC), E(EPIPE), E(ERANGE), E(ENOSYS), E(ENOTSOCK),
-    E(EDESTADDRREQ), E(EMSGSIZE), E(EPROTOTYPE), E(ENOPROTOOPT),
-    E(EPROTONOSUPPORT), E(EOPNOTSUPP), E(EAFNOSUPPORT), E(EADDRINUSE),
-    E(EADDRNOTAVAIL), E(ENETDOWN), E(ENETUNREACH), E(ECONNABORTED),
-    E(ECONNRESET), E(ENOBUFS), E(EISCONN), E(ENOTCONN), E(ETIMEDOUT),
-    E(ECONNREFUSED), E(EHOSTUNREACH), E(EALREADY), E(EINPROGRESS),
-    E(EPROTO), E(ENOTTY),
+    {EPERM, "EPERM"},
+    {ENOENT, "ENOENT"},
+    {EINTR, "EINTR"},
+    {EIO, "EIO"},
+    {EBADF, "EBADF"},
+    {EAGAIN, "EAGAIN"},
+    {ENOMEM, "ENOMEM"},
+    {EACCES, "EACCES"},
+    {EFAULT, "EFAULT"},
+    {EBUSY, "EBUSY"},
+    {EEXIST, "EEXIST"},
+    {EINVAL, "EINVAL"},
+    {ENFILE, "ENFILE"},
+    {EMFILE, "EMFILE"},
+    {ENOSPC, "ENOSPC"},
+    {EPIPE, "EPIPE"},
+    {ERANGE, "ERANGE"},
+    {ENOSYS, "ENOSYS"},
+    {ENOTSOCK, "ENOTSOCK"},
+    {EDESTADDRREQ, "EDESTADDRREQ"},
+    {EMSGSIZE, "EMSGSIZE"},
+    {EPROTOTYPE, "EPROTOTYPE"},
+    {ENOPROTOOPT, "ENOPROTOOPT"},
+    {EPROTONOSUPPORT, "EPROTONOSUPPORT"},
+    {EOPNOTSUPP, "EOPNOTSUPP"},
+    {EAFNOSUPPORT, "EAFNOSUPPORT"},
+    {EADDRINUSE, "EADDRINUSE"},
+    {EADDRNOTAVAIL, "EADDRNOTAVAIL"},
+    {ENETDOWN, "ENETDOWN"},
+    {ENETUNREACH, "ENETUNREACH"},
+    {ECONNABORTED, "ECONNABORTED"},
+    {ECONNRESET, "ECONNRESET"},
+    {ENOBUFS, "ENOBUFS"},
+    {EISCONN, "EISCONN"},
+    {ENOTCONN, "ENOTCONN"},
+    {ETIMEDOUT, "ETIMEDOUT"},
+    {ECONNREFUSED, "ECONNREFUSED"},
+    {EHOSTUNREACH, "EHOSTUNREACH"},
+    {EALREADY, "EALREADY"},
+    {EINPROGRESS, "EINPROGRESS"},
+    {EPROTO, "EPROTO"},
+    {ENOTTY, "ENOTTY"},
 #ifdef ESOCKTNOSUPPORT
-    E(ESOCKTNOSUPPORT),
+    {ESOCKTNOSUPPORT, "ESOCKTNOSUPPORT"},
 #endif
 #ifdef EPFNOSUPPORT
-    E(EPFNOSUPPORT),
+    {EPFNOSUPPORT, "EPFNOSUPPORT"},
 #endif
 #ifdef ESHUTDOWN
-    E(ESHUTDOWN),
+    {ESHUTDOWN, "ESHUTDOWN"},
 #endif
 #ifdef EHOSTDOWN
-    E(EHOSTDOWN),
+    {EHOSTDOWN, "EHOSTDOWN"},
 #endif
-#undef E
 };
 
 const char *errno_name(int err)
@@ -178,19 +215,30 @@ static const struct {
     unsigned flag;
     struct stage_option opt;
 } standard_options[] = {
-    {OPT_ADDR, {'a', "ADDR", "address to bind: IPv4 or IPv6 literal, 0.0.0.0 "
-                             "or :: for every interface (default "
-                             DEFAULT_ADDR ")"}},
-    {OPT_PORT, {'p', "PORT", "port, 0 to 65535; 0 lets the kernel choose "
-                             "(default 6969)"}},
-    {OPT_BACKLOG, {'b', "BACKLOG", "the listen() backlog, a positive integer "
-                                   "(default 128)"}},
-    {OPT_QUIET, {'q', NULL, "quiet: no narration, only the readiness line "
-                            "and errors"}},
-    {OPT_STEP, {'s', NULL, "step mode: pause before each lifecycle call "
-                           "(when stdin is a terminal)"}},
-    {OPT_NOREUSE, {'R', NULL, "do not set SO_REUSEADDR, to see bind() fail "
-                              "while the port has TIME_WAIT connections"}},
+    {OPT_ADDR,
+     {'a', "ADDR",
+      "address to bind: IPv4 or IPv6 literal, 0.0.0.0 "
+      "or :: for every interface (default " DEFAULT_ADDR ")"}},
+    {OPT_PORT,
+     {'p', "PORT",
+      "port, 0 to 65535; 0 lets the kernel choose "
+      "(default 6969)"}},
+    {OPT_BACKLOG,
+     {'b', "BACKLOG",
+      "the listen() backlog, a positive integer "
+      "(default 128)"}},
+    {OPT_QUIET,
+     {'q', NULL,
+      "quiet: no narration, only the readiness line "
+      "and errors"}},
+    {OPT_STEP,
+     {'s', NULL,
+      "step mode: pause before each lifecycle call "
+      "(when stdin is a terminal)"}},
+    {OPT_NOREUSE,
+     {'R', NULL,
+      "do not set SO_REUSEADDR, to see bind() fail "
+      "while the port has TIME_WAIT connections"}},
 };
 
 #define N_STANDARD (sizeof standard_options / sizeof standard_options[0])
@@ -235,8 +283,9 @@ static NORETURN void print_help(void)
             print_option_help(&standard_options[i].opt);
     for (const struct stage_option *o = stage->extra; o && o->letter; o++)
         print_option_help(o);
-    print_option_help(&(struct stage_option){'h', NULL, "print this help "
-                                                        "and exit"});
+    print_option_help(&(struct stage_option){'h', NULL,
+                                             "print this help "
+                                             "and exit"});
     if (stage->standard & OPT_PORT)
         printf("\nStops with status 0 on SIGINT (Ctrl-C) or SIGTERM.\n");
     fflush(stdout);

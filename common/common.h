@@ -34,8 +34,8 @@
 #define ADDR_TEXT_MAX 80
 
 /* The defaults of CONTRACT.md. */
-#define DEFAULT_ADDR "127.0.0.1"
-#define DEFAULT_PORT 6969
+#define DEFAULT_ADDR    "127.0.0.1"
+#define DEFAULT_PORT    6969
 #define DEFAULT_BACKLOG 128
 
 /* Which of the standard options a stage takes (OR them together). */
@@ -63,12 +63,12 @@ typedef const char *(*stage_option_fn)(char letter, const char *arg, void *ctx);
 
 /* What a stage tells the parser about itself. */
 struct stage_info {
-    const char *name;                  /* program name, e.g. "stage2_bind" */
-    const char *summary;               /* one line: what the program does */
-    unsigned standard;                 /* OPT_* flags it takes */
-    const struct stage_option *extra;  /* its own options, or NULL */
-    stage_option_fn on_extra;          /* handles them; NULL if none */
-    void *ctx;                         /* handed to on_extra */
+    const char *name;                 /* program name, e.g. "stage2_bind" */
+    const char *summary;              /* one line: what the program does */
+    unsigned standard;                /* OPT_* flags it takes */
+    const struct stage_option *extra; /* its own options, or NULL */
+    stage_option_fn on_extra;         /* handles them; NULL if none */
+    void *ctx;                        /* handed to on_extra */
 };
 
 /* The standard options after parsing; defaults where not given. */

@@ -52,10 +52,9 @@ static void explain_number(int fd)
         return;
     }
     for (int i = 0; i < fd && used < sizeof list - 24; i++)
-        used += (size_t)snprintf(list + used, sizeof list - used,
-                                 "%s%d%s%s%s", i > 0 ? ", " : "", i,
-                                 i < 3 ? " (" : "", i < 3 ? std_names[i] : "",
-                                 i < 3 ? ")" : "");
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%d%s%s%s",
+                                 i > 0 ? ", " : "", i, i < 3 ? " (" : "",
+                                 i < 3 ? std_names[i] : "", i < 3 ? ")" : "");
     narrate("  why %d: descriptors %s%s are already open, and a new one is "
             "always the lowest free number",
             fd, list, used >= sizeof list - 24 ? "..." : "");

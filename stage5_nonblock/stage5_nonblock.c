@@ -55,8 +55,9 @@ struct spin {
 };
 
 static const struct stage_option own_options[] = {
-    {'m', "MAXCLIENTS", "clients served at once; one more is closed at once "
-                        "(default 1000)"},
+    {'m', "MAXCLIENTS",
+     "clients served at once; one more is closed at once "
+     "(default 1000)"},
     {0, NULL, NULL},
 };
 
@@ -115,7 +116,6 @@ static bool accept_error_is_exhaustion(int err)
     return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
-
 /* Takes every connection waiting in the queue, until accept() says EAGAIN.
  * A client over the -m limit is closed at once: it sees end of stream at
  * once instead of hanging, and the others are not affected. */
@@ -161,11 +161,12 @@ static void accept_all(int listener, struct client **clients, size_t *count,
         }
         if (*count == max) {
             char text[ADDR_TEXT_MAX];
-            narrate("client %s refused: at the limit of %zu clients (-m); closing "
-                    "fd %d at once",
-                    addr_format((struct sockaddr *)&peer, peerlen, text,
-                                sizeof text),
-                    max, fd);
+            narrate(
+                "client %s refused: at the limit of %zu clients (-m); closing "
+                "fd %d at once",
+                addr_format((struct sockaddr *)&peer, peerlen, text,
+                            sizeof text),
+                max, fd);
             if (close(fd) == -1)
                 warn_errno(errno, "close fd %d", fd);
             continue;
@@ -177,8 +178,7 @@ static void accept_all(int listener, struct client **clients, size_t *count,
             continue;
         }
         c->fd = fd;
-        addr_format((struct sockaddr *)&peer, peerlen, c->peer,
-                    sizeof c->peer);
+        addr_format((struct sockaddr *)&peer, peerlen, c->peer, sizeof c->peer);
         clients[(*count)++] = c;
         narrate("client %s connected on fd %d (clients: %zu)", c->peer, fd,
                 *count);

@@ -56,8 +56,8 @@ int main(int argc, char **argv)
         return 1;
     }
     while (left > 0) {
-        size_t want = left < (long long)sizeof chunk ? (size_t)left
-                                                      : sizeof chunk;
+        size_t want =
+            left < (long long)sizeof chunk ? (size_t)left : sizeof chunk;
         ssize_t n = write(fd, chunk, want);
         if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
