@@ -15,6 +15,8 @@ BUILD ?= build
 BIN ?= bin
 
 PROGRAMS := $(addprefix $(BIN)/,$(PRESENT))
+# stage6_select, the select() twin, is built from stage6_poll/ as well.
+PROGRAMS += $(if $(wildcard stage6_poll/stage6_select.c),$(BIN)/stage6_select)
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -36,6 +38,13 @@ $(BIN)/$(1): $(BUILD)/$(1)/$(1).o $(BUILD)/common/common.o
 	$$(CC) $$(ALL_CFLAGS) $$(LDFLAGS) -o $$@ $$^
 endef
 $(foreach s,$(PRESENT),$(eval $(call stage_rule,$(s))))
+
+ifneq ($(wildcard stage6_poll/stage6_select.c),)
+$(BIN)/stage6_select: $(BUILD)/stage6_poll/stage6_select.o \
+                      $(BUILD)/common/common.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
+endif
 
 # Test helpers: small C programs for what nc cannot do. Built with the same
 # flags, never with sanitizers (they are not what is under test).

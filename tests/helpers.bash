@@ -199,6 +199,8 @@ assert_bad_ports() {
     local p
     for p in 65536 70000 -1 +80 abc 80x "" " 80" 99999999999999999999999; do
         assert_usage_error "$1" -p "$p" || { echo "port '$p'"; return 1; }
+        [[ ${stderr_lines[0]} == "$1: -p $p: a port is a whole number from 0 to 65535" ]] ||
+            { echo "reason: ${stderr_lines[0]}"; return 1; }
     done
     assert_usage_error "$1" -p
 }
@@ -208,6 +210,8 @@ assert_bad_addresses() {
     local a
     for a in localhost 256.0.0.1 1.2.3 ::g "" "[::1]" 127.0.0.1:80; do
         assert_usage_error "$1" -a "$a" || { echo "address '$a'"; return 1; }
+        [[ ${stderr_lines[0]} == "$1: -a $a: not an IPv4 or IPv6 address literal"* ]] ||
+            { echo "reason: ${stderr_lines[0]}"; return 1; }
     done
 }
 
@@ -306,11 +310,13 @@ file_is() {
     [[ $(cat "$1" 2>/dev/null) == "$2" ]]
 }
 
-# assert_survives_reset [BYTES]: a client that sends BYTES and resets
-# (SO_LINGER 0) ends only its own connection: the server keeps running and
-# echoes the next client.
+# assert_survives_reset [BYTES [close]]: a client that sends BYTES and
+# resets (SO_LINGER 0), or with "close" hangs up without reading its echo,
+# ends only its own connection: the server keeps running and echoes the next
+# client.
 assert_survives_reset() {
-    "$TOOLS/reset" 127.0.0.1 "$PORT" "${1:-0}" || { echo "reset tool failed"; return 1; }
+    "$TOOLS/reset" 127.0.0.1 "$PORT" "${1:-0}" ${2:+"$2"} ||
+        { echo "reset tool failed"; return 1; }
     assert_echoes_text || return 1
     is_running "$SERVER_PID" || { echo "the server died"; return 1; }
 }

@@ -74,6 +74,7 @@ load helpers
     start_server stage4_accept -q
     assert_survives_reset 0
     assert_survives_reset 100000
+    assert_survives_reset 262144 close
     # A reset shows as ECONNRESET (from read) or EPIPE (from write) on stderr.
     wait_until "$WAIT_LIMIT" grep -Eq "(ECONNRESET|EPIPE)" "$SERVER_ERR"
 }

@@ -105,6 +105,7 @@ load helpers
     start_server stage5_nonblock -q
     assert_survives_reset 0
     assert_survives_reset 100000
+    assert_survives_reset 262144 close
 }
 
 @test "stage5: SIGTERM and SIGINT exit 0" {

@@ -2,7 +2,7 @@
  * reset - connects, sends, and then resets the connection instead of closing
  * it: the client that vanishes mid-conversation, which a server must survive.
  *
- * usage: reset HOST PORT [BYTES]
+ * usage: reset HOST PORT [BYTES [close]]
  *
  * Connects to HOST PORT (an IPv4 or IPv6 literal), writes up to BYTES bytes
  * (default 0) without reading anything back (stopping early, never blocking,
@@ -10,6 +10,11 @@
  * to {on, 0 s}: the kernel throws away what is unsent and sends RST instead
  * of FIN. The server then sees ECONNRESET from read(), or EPIPE/ECONNRESET
  * from a write() of an echo nobody will read.
+ *
+ * With "close", it ends with a plain close() instead: the client that hangs
+ * up without reading its echo. Its kernel answers the echo with RST, and the
+ * server's next write() fails with EPIPE (and raises SIGPIPE, which would
+ * kill a server that did not ignore it).
  *
  * Exit status: 0, 1 if a call fails, 2 for bad usage.
  */
@@ -30,11 +35,11 @@ int main(int argc, char **argv)
     long long left = 0;
     int fd, rc;
 
-    if (argc < 3 || argc > 4) {
-        fprintf(stderr, "usage: reset HOST PORT [BYTES]\n");
+    if (argc < 3 || argc > 5 || (argc == 5 && strcmp(argv[4], "close") != 0)) {
+        fprintf(stderr, "usage: reset HOST PORT [BYTES [close]]\n");
         return 2;
     }
-    if (argc == 4)
+    if (argc >= 4)
         left = atoll(argv[3]);
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
@@ -67,7 +72,8 @@ int main(int argc, char **argv)
         }
         left -= n;
     }
-    if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == -1) {
+    if (argc < 5 &&
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == -1) {
         perror("reset: setsockopt SO_LINGER");
         return 1;
     }

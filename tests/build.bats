@@ -1,0 +1,64 @@
+#!/usr/bin/env bats
+# The build: every stage folder builds on its own, header changes rebuild
+# what includes them, and `make run` says plainly when stage 6 is missing.
+# Each test works on a copy of the tree, so the checkout is never touched.
+
+load helpers
+
+# copy_tree [EXCLUDE]: copies the tracked sources (no build output) into
+# $BATS_TEST_TMPDIR/tree, leaving out the folder EXCLUDE if given.
+copy_tree() {
+    local dest=$BATS_TEST_TMPDIR/tree
+    mkdir -p "$dest"
+    (cd "$ROOT" && tar -cf - --exclude=./bin --exclude=./build \
+        --exclude="./${1:-none}" common stage* Makefile tests) |
+        tar -xf - -C "$dest"
+    TREE=$dest
+}
+
+@test "build: each stage folder builds its program on its own" {
+    copy_tree
+    local dir
+    for dir in "$TREE"/stage*/; do
+        dir=${dir%/}
+        run make -C "$dir"
+        [ "$status" -eq 0 ] || { echo "$dir: $output"; false; }
+        [ -x "$dir/$(basename "$dir")" ]
+        run "$dir/$(basename "$dir")" -h
+        [ "$status" -eq 0 ]
+    done
+}
+
+@test "build: a change to common/common.h rebuilds every stage" {
+    copy_tree
+    run make -C "$TREE"
+    [ "$status" -eq 0 ]
+    # make -q: exit 0 when everything is up to date, 1 when something is not.
+    run make -C "$TREE" -q all
+    [ "$status" -eq 0 ]
+    touch "$TREE/common/common.h"
+    run make -C "$TREE" -q all
+    [ "$status" -eq 1 ]
+    run make -C "$TREE"
+    [ "$status" -eq 0 ]
+    local dir s
+    for dir in "$TREE"/stage*/; do
+        s=$(basename "$dir")
+        [[ $output == *"-o build/$s/$s.o"* ]] || { echo "$s was not recompiled"; false; }
+    done
+}
+
+@test "build: warnings are errors, whatever CFLAGS the user gives" {
+    copy_tree
+    printf 'static int unused_function(void) { return 0; }\n' >>"$TREE/stage1_socket/stage1_socket.c"
+    run make -C "$TREE" CFLAGS=-O0 bin/stage1_socket
+    [ "$status" -ne 0 ]
+    [[ $output == *unused_function* ]]
+}
+
+@test "build: make run says plainly that stage 6 is not built yet, when it is not" {
+    copy_tree stage6_poll
+    run make -C "$TREE" run
+    [ "$status" -ne 0 ]
+    [[ $output == *"make run: stage 6 (the poll() echo server) is not built yet"* ]]
+}
