@@ -361,6 +361,9 @@ void options_parse(struct options *o, const struct stage_info *info, int argc,
         case ':':
             usage_error("option -%c needs a value", optopt);
         case '?':
+            if (optopt == '-')
+                usage_error("unknown option: options are single letters, "
+                            "not --words");
             if (optopt != 0)
                 usage_error("unknown option -%c", optopt);
             usage_error("unknown option %s", argv[optind - 1]);

@@ -14,7 +14,9 @@
  * With "close", it ends with a plain close() instead: the client that hangs
  * up without reading its echo. Its kernel answers the echo with RST, and the
  * server's next write() fails with EPIPE (and raises SIGPIPE, which would
- * kill a server that did not ignore it).
+ * kill a server that did not ignore it). For that, BYTES must be more than
+ * the server reads at once, yet small enough that all of it and the FIN reach
+ * the server before its echo does (48 KiB does on loopback).
  *
  * Exit status: 0, 1 if a call fails, 2 for bad usage.
  */
