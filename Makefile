@@ -22,7 +22,7 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
              -fno-omit-frame-pointer
 
-.PHONY: all run test check tools help clean
+.PHONY: all run test check tools help clean diff
 all: $(PROGRAMS)
 
 # -MMD -MP write a .d file beside each object listing the headers it read,
@@ -73,11 +73,28 @@ check:
 	$(MAKE) tools
 	STAGE_BIN=build/sanitize/bin tests/run
 
+# What stage N adds to stage N-1, as a unified diff of the two programs.
+diff:
+	@n='$(STAGE)'; \
+	case "$$n" in \
+	    [2-6]) ;; \
+	    *) echo "make diff: STAGE must be 2 to 6, e.g. make diff STAGE=3" \
+	            "(what stage 3 adds to stage 2)" >&2; exit 2 ;; \
+	esac; \
+	prev=$$(echo $(STAGES) | cut -d ' ' -f $$((n - 1))); \
+	cur=$$(echo $(STAGES) | cut -d ' ' -f $$n); \
+	if [ ! -f "$$cur/$$cur.c" ]; then \
+	    echo "make diff: $$cur is not in this checkout yet" >&2; exit 1; \
+	fi; \
+	diff -u "$$prev/$$prev.c" "$$cur/$$cur.c"; \
+	[ $$? -le 1 ]
+
 help:
 	@echo "make         build every stage into $(BIN)/"
 	@echo "make run     build and start the echo server (stage 6) on 127.0.0.1:6969"
 	@echo "make test    build and run every Bats suite"
 	@echo "make check   the same suites against an ASan + UBSan build"
+	@echo "make diff STAGE=N   what stage N adds to stage N-1 (N = 2..6)"
 	@echo "make clean   remove what the build made"
 	@echo "A stage also builds alone: cd stage2_bind && make"
 

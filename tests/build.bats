@@ -62,3 +62,20 @@ copy_tree() {
     [ "$status" -ne 0 ]
     [[ $output == *"make run: stage 6 (the poll() echo server) is not built yet"* ]]
 }
+
+@test "build: make diff STAGE=3 shows what stage 3 adds: the listen() call" {
+    run make -s -C "$ROOT" diff STAGE=3
+    [ "$status" -eq 0 ]
+    [[ ${lines[0]} == "--- stage2_bind/stage2_bind.c"* ]]
+    [[ ${lines[1]} == "+++ stage3_listen/stage3_listen.c"* ]]
+    [[ $output == *$'\n+    if (listen(fd, opt.backlog) == -1)'* ]]
+}
+
+@test "build: make diff without a stage from 2 to 6 says how to use it and fails" {
+    local n
+    for n in "" 1 7 x; do
+        run make -s -C "$ROOT" diff STAGE="$n"
+        [ "$status" -ne 0 ]
+        [[ $output == *"make diff: STAGE must be 2 to 6, e.g. make diff STAGE=3"* ]]
+    done
+}
