@@ -321,6 +321,20 @@ assert_survives_reset() {
     is_running "$SERVER_PID" || { echo "the server died"; return 1; }
 }
 
+# assert_survives_hangups: the server outlives clients that vanish in each
+# way a peer can: a reset before anything is echoed, a reset with data in
+# flight, and hanging up on 48 KiB (the server echoes the first part, the
+# client's kernel answers with RST, and the next echo write fails with EPIPE,
+# raising SIGPIPE; five times, as that needs the RST to win a race).
+assert_survives_hangups() {
+    local i
+    assert_survives_reset 0 || return 1
+    assert_survives_reset 100000 || return 1
+    for i in 1 2 3 4 5; do
+        assert_survives_reset 49152 close || return 1
+    done
+}
+
 # server_recvq_total: the bytes waiting, unread, in the server's connected
 # sockets on PORT (what clients sent that the program has not read).
 server_recvq_total() {
