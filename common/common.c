@@ -161,9 +161,10 @@ void bind_hint(int err, const char *addr, unsigned port)
 {
     switch (err) {
     case EADDRINUSE:
-        narrate("hint: another socket already owns port %u on this address "
-                "(see it with: ss -tanp 'sport = :%u'); stop it, wait for "
-                "TIME_WAIT to end, or pick another port (-p 0)",
+        narrate("hint: another socket holds port %u (a listener, a bound "
+                "socket, or connections in TIME_WAIT; `ss -tanp 'sport = "
+                ":%u'` shows all but a socket that is only bound); stop it, "
+                "wait for TIME_WAIT to end, or pick another port (-p 0)",
                 port, port);
         break;
     case EACCES:
@@ -507,8 +508,10 @@ void step(const char *fmt, ...)
         introduced = true;
         pausing = isatty(STDIN_FILENO);
         printf("[step] PID %ld. In another terminal, watch it between steps:\n"
-               "[step]   ls -l /proc/%ld/fd    ss -tanp | grep %s\n",
-               (long)getpid(), (long)getpid(), progname);
+               "[step]   ls -l /proc/%ld/fd    ss -tanp | grep 'pid=%ld,'\n"
+               "[step] (ss lists a socket once it listens or connects; "
+               "/proc lists it from socket() on)\n",
+               (long)getpid(), (long)getpid(), (long)getpid());
         if (!pausing)
             printf("[step] stdin is not a terminal, so steps are announced "
                    "but not paused for\n");

@@ -47,8 +47,8 @@ static void explain_number(int fd)
     size_t used = 0;
 
     if (fd == 0) {
-        narrate("  why 0: no descriptor was open, and a new one is always the "
-                "lowest free number");
+        narrate("  why 0: descriptor 0 (stdin) was closed, and a new one is "
+                "always the lowest free number");
         return;
     }
     for (int i = 0; i < fd && used < sizeof list - 24; i++)

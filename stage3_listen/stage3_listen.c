@@ -53,7 +53,9 @@ static void explain_backlog(int backlog)
 
     if (cap < 0) {
         narrate("backlog %d (the kernel's cap is not readable here: "
-                "`sysctl kern.ipc.somaxconn` on macOS and the BSDs)",
+                "`sysctl kern.ipc.somaxconn` on macOS, "
+                "kern.ipc.soacceptqueue on FreeBSD, kern.somaxconn on "
+                "OpenBSD)",
                 backlog);
     } else if (backlog > cap) {
         narrate("note: backlog %d is above net.core.somaxconn = %ld, so the "

@@ -38,6 +38,21 @@ load helpers
     [[ $output == *"peer:    none: getpeername() fails with ENOTCONN"* ]]
 }
 
+@test "stage1 F4: getsockname() is told the room it has (value-result) and says how much it filled" {
+    run "$BIN/stage1_socket" 3>&-
+    [ "$status" -eq 0 ]
+    # sockaddr_storage offers 128 bytes; an IPv4 address fills 16.
+    [[ $output == *"family:  AF_INET, IPv4 (getsockname filled 16 of the 128 bytes offered)"* ]]
+}
+
+@test "stage1 F1: with stdin closed, the socket gets descriptor 0" {
+    # (Closed inside a child shell: Bats' run gives its command a stdin.)
+    run bash -c 'exec "$1" <&- 3>&-' _ "$BIN/stage1_socket"
+    [ "$status" -eq 0 ]
+    [[ $output == *"returned descriptor 0"* ]]
+    [[ $output == *"why 0: descriptor 0 (stdin) was closed"* ]]
+}
+
 @test "stage1 F1: /proc shows the descriptor as a socket, a kernel object" {
     run "$BIN/stage1_socket" 3>&-
     [ "$status" -eq 0 ]
@@ -52,6 +67,7 @@ load helpers
     [ "$status" -eq 0 ]
     [[ $output == *"socket(AF_INET6, SOCK_STREAM, 0) returned descriptor 3"* ]]
     [[ $output == *"address: [::]:0: no address"* ]]
+    [[ $output == *"getsockname filled 28 of the 128 bytes offered"* ]]
 }
 
 @test "stage1 -s: with stdin not a terminal, steps are announced and not paused for" {

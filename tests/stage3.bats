@@ -76,9 +76,6 @@ attempts_are() {
     if [[ $(uname -s) != Linux ]]; then
         skip "backlog + 1 is Linux's rule"
     fi
-    if [[ $(cat /proc/sys/net/ipv4/tcp_abort_on_overflow) != 0 ]]; then
-        skip "tcp_abort_on_overflow is on: a full queue resets instead of dropping"
-    fi
     start_server stage3_listen -q -b 2
     local i
     # One at a time, each seen by the kernel before the next, so the count
