@@ -100,6 +100,6 @@ help:
 
 clean:
 	rm -rf build bin
-	rm -f $(foreach s,$(STAGES),$(s)/$(s))
+	rm -f $(foreach s,$(STAGES),$(s)/$(s)) stage6_poll/stage6_select
 
 -include $(wildcard $(BUILD)/*/*.d)

@@ -528,9 +528,14 @@ void step(const char *fmt, ...)
         while (fgets(line, sizeof line, stdin) != NULL &&
                strchr(line, '\n') == NULL)
             ;
-        if (feof(stdin) || ferror(stdin)) {
+        if (feof(stdin)) {
             pausing = false;
             printf("\n[step] end of input: not pausing any more\n");
+        } else if (ferror(stdin)) {
+            /* Interrupted by a signal (stage 6 handles SIGINT itself and
+             * is about to stop) or a read error: stop pausing, quietly. */
+            clearerr(stdin);
+            pausing = false;
         }
     } else {
         putchar('\n');

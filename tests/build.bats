@@ -11,7 +11,7 @@ copy_tree() {
     local dest=$BATS_TEST_TMPDIR/tree
     mkdir -p "$dest"
     (cd "$ROOT" && tar -cf - --exclude=./bin --exclude=./build \
-        --exclude="./${1:-none}" common stage* Makefile tests) |
+        --exclude="${1:-none}" common stage* Makefile tests) |
         tar -xf - -C "$dest"
     TREE=$dest
 }

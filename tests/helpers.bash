@@ -126,7 +126,8 @@ stop_all() {
         if is_running "$pid"; then
             kill -KILL "$pid" 2>/dev/null
         fi
-        wait "$pid" 2>/dev/null
+        # Its status is that of the kill; only the reaping matters here.
+        wait "$pid" 2>/dev/null || true
     done
     STARTED_PIDS=()
 }
@@ -157,7 +158,9 @@ has_ipv6_loopback() {
 assert_usage_error() {
     local prog=$1
     shift
-    run --separate-stderr "$BIN/$prog" "$@"
+    # A bound on the run: a build that wrongly accepts the options would
+    # start serving instead of exiting.
+    run --separate-stderr timeout "$WAIT_LIMIT" "$BIN/$prog" "$@"
     [[ $status -eq 2 ]] || { echo "exit $status, want 2: $prog $*"; return 1; }
     [[ -z $output ]] || { echo "stdout not empty: $output"; return 1; }
     [[ ${#stderr_lines[@]} -eq 2 ]] ||
@@ -362,4 +365,93 @@ cpu_percent() {
     t1=$(cpu_ticks "$1")
     s1=$(date +%s%N)
     echo $(((t1 - t0) * 100 * 1000000000 / hz / (s1 - s0)))
+}
+
+# ---- many clients, limits and memory (stage 6; tests/tools/load) ---------------
+
+# now_ms: the time of day in milliseconds (date), to time "within a second".
+now_ms() {
+    echo $(($(date +%s%N) / 1000000))
+}
+
+# rss_kb PID: the resident memory of the process, in KiB (VmRSS).
+rss_kb() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# fd_count PID: how many descriptors the process has open.
+fd_count() {
+    local fds=("/proc/$1/fd/"*)
+    echo "${#fds[@]}"
+}
+
+# fd_count_is PID N: for wait_until.
+fd_count_is() {
+    [[ $(fd_count "$1") == "$2" ]]
+}
+
+# start_server_limited SOFT:HARD PROGRAM [ARGS...]: start_server, with the
+# program started under that descriptor limit (RLIMIT_NOFILE) by prlimit,
+# which sets it and then execs the program (same PID).
+start_server_limited() {
+    local limit=$1 prog=$2 dir=$BATS_TEST_TMPDIR/limited
+    shift 2
+    mkdir -p "$dir"
+    printf '#!/bin/sh\nexec prlimit --nofile=%s "%s" "$@"\n' \
+        "$limit" "$BIN/$prog" >"$dir/$prog"
+    chmod +x "$dir/$prog"
+    BIN=$dir start_server "$prog" "$@"
+}
+
+# hard_nofile_at_least N: the hard descriptor limit allows N (for a skip).
+hard_nofile_at_least() {
+    local hard
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] || ((hard >= $1))
+}
+
+# run_load MODE [OPTIONS...]: runs tests/tools/load OPTIONS 127.0.0.1 PORT
+# MODE in the foreground, as Bats `run` (status, output, stderr).
+run_load() {
+    local mode=$1
+    shift
+    run --separate-stderr timeout 120 "$TOOLS/load" "$@" 127.0.0.1 "$PORT" "$mode"
+}
+
+# start_load NAME MODE [OPTIONS...]: starts the load tool in the background
+# with -w: it stops after its first phase and waits for release_load. Its
+# stdout goes to $BATS_TEST_TMPDIR/NAME.out (LOAD_OUT), stderr to NAME.err;
+# LOAD_PID is its PID. Its stdin is a FIFO held open on fd 7.
+start_load() {
+    local name=$1 mode=$2 fifo=$BATS_TEST_TMPDIR/$1.load.fifo
+    shift 2
+    LOAD_OUT=$BATS_TEST_TMPDIR/$name.out
+    mkfifo "$fifo"
+    exec 7<>"$fifo"
+    spawn "$TOOLS/load" -w "$@" 127.0.0.1 "$PORT" "$mode" \
+        <"$fifo" >"$LOAD_OUT" 2>"$BATS_TEST_TMPDIR/$name.err"
+    LOAD_PID=$SPAWNED_PID
+}
+
+# wait_load_line PATTERN [SECONDS]: waits for the load tool to print a line
+# matching PATTERN (grep -E), and sets LOAD_LINE to it.
+wait_load_line() {
+    wait_until "${2:-$WAIT_LIMIT}" grep -qE "$1" "$LOAD_OUT" ||
+        { echo "load printed no '$1': $(cat "$LOAD_OUT")"; return 1; }
+    LOAD_LINE=$(grep -m 1 -E "$1" "$LOAD_OUT")
+}
+
+# release_load: lets the load tool go on to its second phase.
+release_load() {
+    printf 'go\n' >&7
+    exec 7>&-
+}
+
+# finish_load [SECONDS]: waits for the load tool to end; LOAD_STATUS is its
+# exit status.
+finish_load() {
+    wait_until "${1:-60}" has_exited "$LOAD_PID" ||
+        { echo "the load tool did not finish"; return 1; }
+    LOAD_STATUS=0
+    wait "$LOAD_PID" || LOAD_STATUS=$?
 }
