@@ -85,6 +85,7 @@ static bool would_block(int err)
 {
     return err == EAGAIN || err == EWOULDBLOCK;
 }
+
 /* True for accept() errors that concern only the connection being accepted
  * (it was reset or failed before we took it): the server goes on. Linux also
  * passes pending network errors of the new connection through accept(). */
@@ -161,12 +162,11 @@ static void accept_all(int listener, struct client **clients, size_t *count,
         }
         if (*count == max) {
             char text[ADDR_TEXT_MAX];
-            narrate(
-                "client %s refused: at the limit of %zu clients (-m); closing "
-                "fd %d at once",
-                addr_format((struct sockaddr *)&peer, peerlen, text,
-                            sizeof text),
-                max, fd);
+            narrate("client %s turned away: the -m limit of %zu is reached; "
+                    "closing fd %d at once",
+                    addr_format((struct sockaddr *)&peer, peerlen, text,
+                                sizeof text),
+                    max, fd);
             if (close(fd) == -1)
                 warn_errno(errno, "close fd %d", fd);
             continue;
@@ -265,8 +265,8 @@ static void report_spin(struct spin *spin, struct timespec *since)
         return;
     if (spin->moved == 0)
         narrate("idle second: the loop went round %llu times and %llu calls "
-                "returned EAGAIN; nothing was echoed (top shows a CPU at "
-                "100%%)",
+                "returned EAGAIN; nothing was echoed (a CPU kept busy for "
+                "nothing: see top)",
                 spin->rounds, spin->eagain);
     *spin = (struct spin){0, 0, 0};
     *since = now;
@@ -371,8 +371,8 @@ int main(int argc, char **argv)
     narrate("try: nc %s %u in two terminals: both are echoed at once; then "
             "watch this process in top: 100%% CPU while nobody sends",
             host, port);
-    narrate("up to %lu clients at once (-m); stop with Ctrl-C or: kill %ld",
-            maxclients, (long)getpid());
+    narrate("client limit (-m): %lu; stop with Ctrl-C or: kill %ld", maxclients,
+            (long)getpid());
     if (clock_gettime(CLOCK_MONOTONIC, &since) == -1)
         die("clock_gettime");
 

@@ -727,7 +727,7 @@ static void accept_all(struct server *srv, long long now)
             continue;
         }
         if (srv->count == srv->max) {
-            narrate("client %s refused: at the limit of %zu clients (-m); "
+            narrate("client %s turned away: the -m limit of %zu is reached; "
                     "closing fd %d at once",
                     text, srv->max, fd);
             if (close(fd) == -1)
@@ -980,8 +980,8 @@ int main(int argc, char **argv)
     narrate("try: nc %s %u in several terminals: all are echoed at once; "
             "watch this process in top: 0%% CPU while nobody sends",
             host, port);
-    narrate("up to %zu clients at once (-m); stop with Ctrl-C or: kill %ld",
-            srv.max, (long)getpid());
+    narrate("client limit (-m): %zu; stop with Ctrl-C or: kill %ld", srv.max,
+            (long)getpid());
 
     step("select() sleeps until the self-pipe, the listener or a client is "
          "ready");

@@ -313,6 +313,23 @@ file_is() {
     [[ $(cat "$1" 2>/dev/null) == "$2" ]]
 }
 
+# assert_max_one_client PROGRAM: started with -m 1, the program turns a
+# second client away at once (it sees end of stream, never hangs) and keeps
+# serving the first.
+assert_max_one_client() {
+    start_server "$1" -m 1
+    open_held_client first
+    printf 'first\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first || return 1
+    run timeout "$WAIT_LIMIT" nc 127.0.0.1 "$PORT" </dev/null
+    [[ $status -eq 0 && -z $output ]] || { echo "second: exit $status: $output"; return 1; }
+    grep -q "turned away: the -m limit of 1 is reached; closing" "$SERVER_OUT" ||
+        { echo "no narration"; return 1; }
+    printf 'still\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill' || return 1
+    exec 6>&-
+}
+
 # assert_survives_reset [BYTES [close]]: a client that sends BYTES and
 # resets (SO_LINGER 0), or with "close" hangs up without reading its echo,
 # ends only its own connection: the server keeps running and echoes the next

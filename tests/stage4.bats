@@ -97,6 +97,25 @@ load helpers
     [ "$(count_sockets time-wait "sport = :$PORT")" -eq 0 ]
 }
 
+@test "stage4 F28: a client that resets (SO_LINGER 0) leaves no TIME_WAIT; one that closes does" {
+    start_server stage4_accept -q
+    "$TOOLS/reset" 127.0.0.1 "$PORT" 0
+    assert_echoes_text
+    # Only the client that closed normally left a TIME_WAIT record.
+    wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") == 1))'
+}
+
+@test "stage4 F30: while no client comes, the server sleeps in accept(): blocking, no CPU" {
+    start_server stage4_accept -q
+    local flags state stat
+    # The listener has no O_NONBLOCK (04000) in its status flags.
+    flags=$(awk '/^flags:/ { print $2 }' "/proc/$SERVER_PID/fdinfo/3")
+    (((8#$flags & 8#4000) == 0))
+    # The process is asleep (S), inside accept().
+    wait_until "$WAIT_LIMIT" eval '[[ $(awk "{ print \$3 }" /proc/$SERVER_PID/stat) == S ]]'
+    (($(cpu_percent "$SERVER_PID") < 5))
+}
+
 @test "stage4: SIGTERM while blocked in accept() exits 0" {
     assert_signal_exit stage4_accept TERM
 }

@@ -79,19 +79,7 @@ load helpers
 }
 
 @test "stage5 -m 1: a client over the limit is closed at once; the first keeps working" {
-    start_server stage5_nonblock -m 1
-    open_held_client first
-    printf 'first\n' >&6
-    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first
-    # The second connects, is closed at once, and so sees end of stream:
-    # nc exits promptly with nothing echoed (it does not hang).
-    run timeout "$WAIT_LIMIT" nc 127.0.0.1 "$PORT" </dev/null
-    [ "$status" -eq 0 ]
-    [ -z "$output" ]
-    grep -q "refused: at the limit of 1 clients (-m); closing" "$SERVER_OUT"
-    printf 'still\n' >&6
-    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill'
-    exec 6>&-
+    assert_max_one_client stage5_nonblock
 }
 
 @test "stage5 F37: half-close: every byte owed is sent before the server closes" {
