@@ -22,7 +22,7 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
              -fno-omit-frame-pointer
 
-.PHONY: all run test check tools help clean diff
+.PHONY: all run test check tools help clean diff lint valgrind coverage
 all: $(PROGRAMS)
 
 # -MMD -MP write a .d file beside each object listing the headers it read,
@@ -52,7 +52,15 @@ $(BUILD)/tools/%: tests/tools/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $<
 
-tools: $(TOOLS)
+# The fault-injection preload library (tests/fault/fail.c): GNU C, since it
+# interposes glibc's own declarations; never linked into a stage.
+FAULT_LIB := $(BUILD)/tools/libfail.so
+$(FAULT_LIB): tests/fault/fail.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(filter-out -Wpedantic,$(WARN_FLAGS)) $(CFLAGS) \
+	    -fPIC -shared -o $@ $< -ldl
+
+tools: $(TOOLS) $(FAULT_LIB)
 
 run: all
 	@if [ -x $(BIN)/stage6_poll ]; then \
@@ -72,6 +80,88 @@ check:
 	    CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" all
 	$(MAKE) tools
 	STAGE_BIN=build/sanitize/bin tests/run
+
+# ---- the checks a code reviewer would run -----------------------------------
+
+# Every C file and every shell file in the repository.
+C_FILES := $(wildcard stage*/*.c common/*.c tests/tools/*.c tests/*.c \
+                     tests/fault/*.c)
+H_FILES := $(wildcard common/*.h)
+BATS_FILES := $(wildcard tests/*.bats)
+SH_FILES := tests/helpers.bash tests/run tests/coverage .ci/run
+
+# lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck
+# and the .clang-format layout; any finding fails. A finding kept on purpose
+# is suppressed on its line, with the reason.
+lint: SHELL := /bin/bash
+lint:
+	cppcheck -q --enable=warning,style,performance,portability \
+	    --error-exitcode=1 --inline-suppr --std=c11 -D__linux__ \
+	    -D_POSIX_C_SOURCE=200809L -Icommon \
+	    --suppress=missingIncludeSystem $(C_FILES)
+	@# One file per run: clang-tidy 14 given several files reports false
+	@# "uninitialized va_list" findings in the later ones.
+	@rc=0; for f in $(C_FILES); do \
+	    echo "clang-tidy $$f"; \
+	    clang-tidy --quiet "$$f" -- $(STD_FLAGS) -Icommon 2>&1 | \
+	        grep -v ' warnings\? generated\.$$'; \
+	    [ "$${PIPESTATUS[0]}" -eq 0 ] || rc=1; \
+	done; exit $$rc
+	shellcheck -s bash $(BATS_FILES) $(SH_FILES)
+	clang-format --dry-run -Werror $(C_FILES) $(H_FILES)
+	@echo "lint: clean"
+
+# valgrind: the stage 6 suite with each server under memcheck. build/valgrind/bin
+# holds one wrapper per program that execs valgrind on the normal build, so
+# the suite runs unchanged (STAGE_BIN); each run writes its own log. A memory
+# error or a definite leak makes the server exit 99 (the test fails), and the
+# logs are checked again after the run. VALGRIND=1 tells the suite to skip
+# the few tests whose load is too heavy under valgrind (each says why).
+VG_DIR := build/valgrind
+VG_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
+            --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+            --child-silent-after-fork=yes
+valgrind: all tools
+	@rm -rf $(VG_DIR) && mkdir -p $(VG_DIR)/bin $(VG_DIR)/logs
+	@for p in $(notdir $(PROGRAMS)); do \
+	    printf '#!/bin/sh\nexec valgrind %s --log-file=%s/%s.%%p.log %s "$$@"\n' \
+	        '$(VG_FLAGS)' "$(CURDIR)/$(VG_DIR)/logs" "$$p" \
+	        "$(CURDIR)/$(BIN)/$$p" >$(VG_DIR)/bin/$$p; \
+	    chmod +x $(VG_DIR)/bin/$$p; \
+	done
+	STAGE_BIN=$(VG_DIR)/bin VALGRIND=1 WAIT_LIMIT=30 tests/run tests/stage6.bats
+	@logs=$$(ls $(VG_DIR)/logs/*.log 2>/dev/null | wc -l); \
+	ended=$$(grep -l 'ERROR SUMMARY:' $(VG_DIR)/logs/*.log 2>/dev/null | wc -l); \
+	bad=$$(grep -lE 'ERROR SUMMARY: [1-9]|definitely lost: [1-9]|== (Invalid (read|write|free)|Conditional jump|Use of uninitialised|Syscall param|Mismatched free|Source and destination overlap)' \
+	    $(VG_DIR)/logs/*.log); \
+	if [ -n "$$bad" ]; then \
+	    echo "valgrind: errors or definite leaks in:"; \
+	    for f in $$bad; do echo "== $$f"; cat "$$f"; done; exit 1; \
+	fi; \
+	if [ "$$ended" -eq 0 ]; then echo "valgrind: no run reached its summary"; exit 1; fi; \
+	echo "valgrind: $$logs server runs, no memory errors; $$ended ran to exit" \
+	    "and had no definite leak (the others were killed by a test's" \
+	    "teardown, so only their errors are checked)"
+
+# coverage: the full suite against a --coverage build, then gcov's line and
+# branch figures per file (tests/coverage); below COVERAGE_FLOOR (90) % of
+# lines in any file fails.
+COV_DIR := build/coverage
+# The least share of lines every file must have covered, in percent.
+COVERAGE_FLOOR ?= 90
+coverage:
+	rm -rf $(COV_DIR)
+	@mkdir -p $(COV_DIR)
+	$(CC) $(ALL_CFLAGS) -c -o $(COV_DIR)/gcov_exit.o tests/gcov_exit.c
+	$(MAKE) BUILD=$(COV_DIR) BIN=$(COV_DIR)/bin \
+	    CFLAGS="-O0 -g --coverage" \
+	    LDFLAGS="--coverage -Wl,--wrap=_exit $(COV_DIR)/gcov_exit.o" all
+	$(MAKE) tools
+	@# A few tests run a server as an ordinary user (setpriv); it must be
+	@# able to write the .gcda files too, or it says so on stderr.
+	chmod -R a+w $(COV_DIR)
+	umask 0 && COVERAGE=1 STAGE_BIN=$(COV_DIR)/bin tests/run
+	tests/coverage $(COV_DIR) $(COVERAGE_FLOOR)
 
 # What stage N adds to stage N-1, as a unified diff of the two programs.
 diff:
@@ -95,6 +185,10 @@ help:
 	@echo "make test    build and run every Bats suite"
 	@echo "make check   the same suites against an ASan + UBSan build"
 	@echo "make diff STAGE=N   what stage N adds to stage N-1 (N = 2..6)"
+	@echo "make lint    cppcheck, clang-tidy, shellcheck and the clang-format check"
+	@echo "make valgrind   the stage 6 suite with the servers under valgrind memcheck"
+	@echo "make coverage   the suites on a gcov build; line and branch table, 90% floor"
+	@echo "make CC=musl-gcc BUILD=build/musl BIN=build/musl/bin   the musl build"
 	@echo "make clean   remove what the build made"
 	@echo "A stage also builds alone: cd stage2_bind && make"
 

@@ -32,12 +32,18 @@ static long read_somaxconn(void)
 {
 #ifdef __linux__
     FILE *f = fopen("/proc/sys/net/core/somaxconn", "r");
+    char line[32], *end;
     long value = -1;
 
     if (f == NULL)
         return -1;
-    if (fscanf(f, "%ld", &value) != 1)
-        value = -1;
+    /* strtol, not fscanf("%ld"): it reports a number out of range. */
+    if (fgets(line, sizeof line, f) != NULL) {
+        errno = 0;
+        value = strtol(line, &end, 10);
+        if (errno != 0 || end == line)
+            value = -1;
+    }
     if (fclose(f) == EOF)
         value = -1;
     return value;

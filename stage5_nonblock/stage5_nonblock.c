@@ -364,6 +364,7 @@ int main(int argc, char **argv)
     if (set_nonblocking(fd) == -1)
         die("fcntl O_NONBLOCK on fd %d", fd);
     ready_line("listening on", (struct sockaddr *)&addr, addrlen);
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
     clients = calloc(maxclients, sizeof *clients);
     if (clients == NULL)
         die("calloc for %lu clients", maxclients);

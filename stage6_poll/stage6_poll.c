@@ -137,7 +137,7 @@ static int parse_keepalive(const char *arg, struct settings *s)
 
     if (strlen(arg) >= sizeof text)
         return -1;
-    strcpy(text, arg);
+    memcpy(text, arg, strlen(arg) + 1);
     intvl = strchr(text, ',');
     if (intvl == NULL)
         return -1;
@@ -642,7 +642,6 @@ static int refuse_with_reserve(struct server *srv, int err)
 {
     struct sockaddr_storage peer;
     socklen_t peerlen = sizeof peer;
-    char text[ADDR_TEXT_MAX];
     int fd, refused = 0;
 
     if (srv->reserve == -1)
@@ -652,6 +651,8 @@ static int refuse_with_reserve(struct server *srv, int err)
     srv->reserve = -1;
     fd = accept(srv->listener, (struct sockaddr *)&peer, &peerlen);
     if (fd != -1) {
+        char text[ADDR_TEXT_MAX];
+
         narrate(
             "out of descriptors (%s): client %s refused: taken on the "
             "reserve descriptor and closed at once; new clients are "
@@ -935,6 +936,7 @@ int main(int argc, char **argv)
     srv.max = choose_maxclients(&set, nofile);
     /* Room for every client at once; the kernel hands out the pages only as
      * they are touched, so a large -m costs nothing until clients come. */
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
     srv.clients = calloc(srv.max, sizeof *srv.clients);
     pfds = calloc(srv.max + 2, sizeof *pfds);
     srv.inbuf = malloc(READ_SIZE);

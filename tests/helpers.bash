@@ -49,6 +49,11 @@ has_exited() {
     ! kill -0 "$1" 2>/dev/null
 }
 
+# exited_or_zombie PID: has_exited, or ended and not yet reaped (state Z).
+exited_or_zombie() {
+    has_exited "$1" || [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) == Z ]]
+}
+
 # spawn COMMAND [ARGS...]: starts COMMAND in the background with only fds 0,
 # 1 and 2 open, as from a user's shell (Bats keeps descriptors of its own
 # open, and a server that inherited them would number its sockets
@@ -123,6 +128,12 @@ stop_process() {
 stop_all() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do
+        # make coverage (COVERAGE=1): SIGTERM first, so that a server ends
+        # through its normal exit and writes its coverage data.
+        if [[ -n ${COVERAGE:-} ]] && is_running "$pid"; then
+            kill -TERM "$pid" 2>/dev/null
+            wait_until 2 exited_or_zombie "$pid" || true
+        fi
         if is_running "$pid"; then
             kill -KILL "$pid" 2>/dev/null
         fi
@@ -155,6 +166,7 @@ has_ipv6_loopback() {
 
 # assert_usage_error PROGRAM ARGS...: the program exits 2 with nothing on
 # stdout, a one-line reason and then the usage line on stderr.
+# shellcheck disable=SC2154 # status, stderr, stderr_lines: set by Bats run
 assert_usage_error() {
     local prog=$1
     shift
@@ -253,6 +265,25 @@ assert_addr_in_use() {
     is_running "$SERVER_PID" || { echo "the first copy died"; return 1; }
 }
 
+# assert_setup_fails PROGRAM "CALL..." [ARGS...]: run with ARGS and each CALL
+# in turn made to fail (EIO) by the preload library build/tools/libfail.so
+# (tests/fault/fail.c), the program exits 1 and names the failed call on
+# stderr (errors no real setup provokes: socket(), listen() and the like do
+# not fail on a healthy host).
+assert_setup_fails() {
+    local prog=$1 calls=$2 call
+    shift 2
+    for call in $calls; do
+        # env sets the preload for the program only, not for timeout.
+        run --separate-stderr timeout "$WAIT_LIMIT" env \
+            LD_PRELOAD="$TOOLS/libfail.so" FAIL_CALL="$call" \
+            ASAN_OPTIONS=verify_asan_link_order=0 "$BIN/$prog" "$@"
+        [[ $status -eq 1 ]] || { echo "$call: exit $status, want 1: $stderr"; return 1; }
+        [[ $stderr == "$prog: $call"*": EIO (Input/output error)" ]] ||
+            { echo "$call: stderr: $stderr"; return 1; }
+    done
+}
+
 # assert_reuseaddr PROGRAM: with a connection of the port in TIME_WAIT and
 # nobody listening, bind() fails without SO_REUSEADDR (-R) and works with it
 # (CURRICULUM F11).
@@ -305,6 +336,7 @@ open_held_client() {
     mkfifo "$fifo"
     exec 6<>"$fifo"
     spawn nc -N 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
+    # shellcheck disable=SC2034 # HELD_PID is read by the suites
     HELD_PID=$SPAWNED_PID
 }
 
@@ -347,10 +379,9 @@ assert_survives_reset() {
 # client's kernel answers with RST, and the next echo write fails with EPIPE,
 # raising SIGPIPE; five times, as that needs the RST to win a race).
 assert_survives_hangups() {
-    local i
     assert_survives_reset 0 || return 1
     assert_survives_reset 100000 || return 1
-    for i in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         assert_survives_reset 49152 close || return 1
     done
 }
@@ -420,6 +451,13 @@ start_server_limited() {
     BIN=$dir start_server "$prog" "$@"
 }
 
+# skip_under_valgrind REASON: `make valgrind` runs the servers under memcheck
+# and sets VALGRIND=1; a test whose check depends on something valgrind
+# changes (descriptor numbers, the descriptor limit) skips, saying why.
+skip_under_valgrind() {
+    [[ -z ${VALGRIND:-} ]] || skip "under valgrind: $1"
+}
+
 # hard_nofile_at_least N: the hard descriptor limit allows N (for a skip).
 hard_nofile_at_least() {
     local hard
@@ -455,6 +493,7 @@ start_load() {
 wait_load_line() {
     wait_until "${2:-$WAIT_LIMIT}" grep -qE "$1" "$LOAD_OUT" ||
         { echo "load printed no '$1': $(cat "$LOAD_OUT")"; return 1; }
+    # shellcheck disable=SC2034 # LOAD_LINE is read by the suites
     LOAD_LINE=$(grep -m 1 -E "$1" "$LOAD_OUT")
 }
 
@@ -470,5 +509,6 @@ finish_load() {
     wait_until "${1:-60}" has_exited "$LOAD_PID" ||
         { echo "the load tool did not finish"; return 1; }
     LOAD_STATUS=0
+    # shellcheck disable=SC2034 # LOAD_STATUS is read by the suites
     wait "$LOAD_PID" || LOAD_STATUS=$?
 }

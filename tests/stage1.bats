@@ -105,3 +105,7 @@ load helpers
     exec 5>&-
     grep -q "closed descriptor" "$out"
 }
+
+@test "stage1: a setup call that fails (socket, getsockname, getsockopt, getpeername, close) exits 1 and names the call" {
+    assert_setup_fails stage1_socket "socket getsockname getsockopt getpeername close"
+}

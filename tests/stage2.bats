@@ -27,6 +27,7 @@ load helpers
 
 @test "stage2 F8: the narration says the kernel chose the port" {
     start_server stage2_bind
+    # shellcheck disable=SC2153 # PORT is set by start_server (helpers.bash)
     grep -q "port 0 asked the kernel to choose: getsockname() says it chose 127.0.0.1:$PORT" "$SERVER_OUT"
 }
 
@@ -64,6 +65,7 @@ load helpers
     # assigned to a host. bind() sends nothing on the network.
     run --separate-stderr "$BIN/stage2_bind" -q -a 192.0.2.1 -p 0
     [ "$status" -eq 1 ]
+    # shellcheck disable=SC2154 # stderr is set by Bats run --separate-stderr
     [ "$stderr" = "stage2_bind: bind 192.0.2.1:0: EADDRNOTAVAIL (Cannot assign requested address)" ]
 }
 
@@ -110,4 +112,8 @@ load helpers
     grep -q "^\[step\] next: socket()" "$SERVER_OUT"
     grep -q "^\[step\] next: setsockopt(SO_REUSEADDR)" "$SERVER_OUT"
     grep -q "^\[step\] next: bind() asks for 127.0.0.1:0" "$SERVER_OUT"
+}
+
+@test "stage2: a setup call that fails (socket, setsockopt, getsockname, sigaction) exits 1 and names the call" {
+    assert_setup_fails stage2_bind "socket setsockopt getsockname sigaction" -p 0 -q
 }

@@ -142,3 +142,7 @@ attempts_are() {
     grep -q "^\[step\] next: bind() asks for 127.0.0.1:0" "$SERVER_OUT"
     grep -q "^\[step\] next: listen(5) makes the socket passive" "$SERVER_OUT"
 }
+
+@test "stage3: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
+    assert_setup_fails stage3_listen "socket setsockopt getsockname listen sigaction" -p 0 -q
+}

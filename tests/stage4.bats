@@ -61,6 +61,7 @@ load helpers
     # the first, never reads them.
     printf 'second\n' >"$BATS_TEST_TMPDIR/second.in"
     spawn nc 127.0.0.1 "$PORT" <"$BATS_TEST_TMPDIR/second.in" >"$BATS_TEST_TMPDIR/second.out"
+    # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '[[ $(server_recvq_total) == 7 ]]'
     [ "$(listen_queue "$PORT")" = "1 128" ]
     [ ! -s "$BATS_TEST_TMPDIR/second.out" ]
@@ -93,6 +94,7 @@ load helpers
     assert_echoes_text
     # The client half-closed first (nc -N), so its end waits in TIME_WAIT;
     # the server's end, which closed second, does not.
+    # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") >= 1))'
     [ "$(count_sockets time-wait "sport = :$PORT")" -eq 0 ]
 }
@@ -102,16 +104,18 @@ load helpers
     "$TOOLS/reset" 127.0.0.1 "$PORT" 0
     assert_echoes_text
     # Only the client that closed normally left a TIME_WAIT record.
+    # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") == 1))'
 }
 
 @test "stage4 F30: while no client comes, the server sleeps in accept(): blocking, no CPU" {
     start_server stage4_accept -q
-    local flags state stat
+    local flags
     # The listener has no O_NONBLOCK (04000) in its status flags.
     flags=$(awk '/^flags:/ { print $2 }' "/proc/$SERVER_PID/fdinfo/3")
     (((8#$flags & 8#4000) == 0))
     # The process is asleep (S), inside accept().
+    # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '[[ $(awk "{ print \$3 }" /proc/$SERVER_PID/stat) == S ]]'
     (($(cpu_percent "$SERVER_PID") < 5))
 }
@@ -127,4 +131,25 @@ load helpers
     stop_process "$SERVER_PID" INT
     [ "$STOP_STATUS" = 0 ]
     exec 6>&-
+}
+
+@test "stage4 F10: a second copy on a listening port fails with EADDRINUSE, with or without -R" {
+    assert_addr_in_use stage4_accept
+    assert_addr_in_use stage4_accept -R
+}
+
+@test "stage4 F11: SO_REUSEADDR binds a port with a TIME_WAIT connection; -R does not" {
+    assert_reuseaddr stage4_accept
+}
+
+@test "stage4 F38: out of descriptors (EMFILE), accept() is retried every second and the server goes on" {
+    # 4 descriptors: 0 to 2 and the listener, none left for a client.
+    start_server_limited 4:4 stage4_accept
+    nc -z -w 2 127.0.0.1 "$PORT"
+    wait_until "$WAIT_LIMIT" grep -q "accept (retrying in a second): EMFILE" "$SERVER_ERR"
+    is_running "$SERVER_PID"
+}
+
+@test "stage4: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
+    assert_setup_fails stage4_accept "socket setsockopt getsockname listen sigaction" -p 0 -q
 }

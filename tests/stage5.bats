@@ -98,3 +98,24 @@ load helpers
     assert_signal_exit stage5_nonblock TERM
     assert_signal_exit stage5_nonblock INT
 }
+
+@test "stage5 F10: a second copy on a listening port fails with EADDRINUSE, with or without -R" {
+    assert_addr_in_use stage5_nonblock
+    assert_addr_in_use stage5_nonblock -R
+}
+
+@test "stage5 F11: SO_REUSEADDR binds a port with a TIME_WAIT connection; -R does not" {
+    assert_reuseaddr stage5_nonblock
+}
+
+@test "stage5 F38: out of descriptors (EMFILE), accept() is retried and the server goes on" {
+    # 4 descriptors: 0 to 2 and the listener, none left for a client.
+    start_server_limited 4:4 stage5_nonblock
+    nc -z -w 2 127.0.0.1 "$PORT"
+    wait_until "$WAIT_LIMIT" grep -q "accept (will retry): EMFILE" "$SERVER_ERR"
+    is_running "$SERVER_PID"
+}
+
+@test "stage5: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
+    assert_setup_fails stage5_nonblock "socket setsockopt getsockname listen sigaction" -p 0 -q
+}

@@ -42,7 +42,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (argc >= 4)
-        left = atoll(argv[3]);
+        left = strtoll(argv[3], NULL, 10);
     memset(&hints, 0, sizeof hints);
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
