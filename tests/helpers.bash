@@ -265,6 +265,17 @@ assert_addr_in_use() {
     is_running "$SERVER_PID" || { echo "the first copy died"; return 1; }
 }
 
+# assert_emfile_goes_on PROGRAM MESSAGE: limited to 4 descriptors (0 to 2
+# and the listener, none left for a client), the program reports MESSAGE on
+# stderr when a client connects, and keeps running.
+assert_emfile_goes_on() {
+    start_server_limited 4:4 "$1"
+    nc -z -w 2 127.0.0.1 "$PORT"
+    wait_until "$WAIT_LIMIT" grep -q "$2" "$SERVER_ERR" ||
+        { echo "no '$2' on stderr"; return 1; }
+    is_running "$SERVER_PID" || { echo "the server died"; return 1; }
+}
+
 # assert_setup_fails PROGRAM "CALL..." [ARGS...]: run with ARGS and each CALL
 # in turn made to fail (EIO) by the preload library build/tools/libfail.so
 # (tests/fault/fail.c), the program exits 1 and names the failed call on

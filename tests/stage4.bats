@@ -143,11 +143,7 @@ load helpers
 }
 
 @test "stage4 F38: out of descriptors (EMFILE), accept() is retried every second and the server goes on" {
-    # 4 descriptors: 0 to 2 and the listener, none left for a client.
-    start_server_limited 4:4 stage4_accept
-    nc -z -w 2 127.0.0.1 "$PORT"
-    wait_until "$WAIT_LIMIT" grep -q "accept (retrying in a second): EMFILE" "$SERVER_ERR"
-    is_running "$SERVER_PID"
+    assert_emfile_goes_on stage4_accept "accept (retrying in a second): EMFILE"
 }
 
 @test "stage4: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {

@@ -109,11 +109,7 @@ load helpers
 }
 
 @test "stage5 F38: out of descriptors (EMFILE), accept() is retried and the server goes on" {
-    # 4 descriptors: 0 to 2 and the listener, none left for a client.
-    start_server_limited 4:4 stage5_nonblock
-    nc -z -w 2 127.0.0.1 "$PORT"
-    wait_until "$WAIT_LIMIT" grep -q "accept (will retry): EMFILE" "$SERVER_ERR"
-    is_running "$SERVER_PID"
+    assert_emfile_goes_on stage5_nonblock "accept (will retry): EMFILE"
 }
 
 @test "stage5: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
