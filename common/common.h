@@ -95,9 +95,6 @@ NORETURN void usage_error(const char *fmt, ...) PRINTF_LIKE(1, 2);
 int parse_number(const char *text, unsigned long min, unsigned long max,
                  unsigned long *out);
 
-/* The program name that messages start with (set by options_parse). */
-const char *program_name(void);
-
 /* The errno's symbolic name, e.g. "EADDRINUSE"; "errno N" text for one this
  * table does not know (written into a static buffer). */
 const char *errno_name(int err);

@@ -223,6 +223,8 @@ int main(int argc, char **argv)
                  * shows a real cure. */
                 struct timespec pause_for = {1, 0};
                 warn_errno(err, "accept (retrying in a second)");
+                /* (Only SIGINT and SIGTERM are caught here, and they end
+                 * the process: no test sees nanosleep() fail.) */
                 while (nanosleep(&pause_for, &pause_for) == -1 &&
                        errno == EINTR)
                     ;

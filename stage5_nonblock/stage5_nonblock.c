@@ -157,7 +157,8 @@ static void accept_all(int listener, struct client **clients, size_t *count,
          * listener (on the BSDs it does): set it on every client. */
         if (set_nonblocking(fd) == -1) {
             warn_errno(errno, "fcntl O_NONBLOCK on fd %d", fd);
-            close(fd);
+            if (close(fd) == -1)
+                warn_errno(errno, "close fd %d", fd);
             continue;
         }
         if (*count == max) {
@@ -174,7 +175,8 @@ static void accept_all(int listener, struct client **clients, size_t *count,
         c = calloc(1, sizeof *c);
         if (c == NULL) {
             warn_errno(errno, "calloc for a client; closing fd %d", fd);
-            close(fd);
+            if (close(fd) == -1)
+                warn_errno(errno, "close fd %d", fd);
             continue;
         }
         c->fd = fd;

@@ -276,22 +276,23 @@ assert_emfile_goes_on() {
     is_running "$SERVER_PID" || { echo "the server died"; return 1; }
 }
 
-# assert_setup_fails PROGRAM "CALL..." [ARGS...]: run with ARGS and each CALL
-# in turn made to fail (EIO) by the preload library build/tools/libfail.so
-# (tests/fault/fail.c), the program exits 1 and names the failed call on
-# stderr (errors no real setup provokes: socket(), listen() and the like do
-# not fail on a healthy host).
+# assert_setup_fails PROGRAM "RULE..." [ARGS...]: run with ARGS and each
+# RULE in turn, the program exits 1 and names the failed call on stderr. A
+# RULE is a call made to fail by the preload library build/tools/libfail.so
+# (tests/fault/fail.c), with EIO: "listen" (its first call), or "sigaction@3"
+# (its third). These are errors no real setup provokes: socket(), listen()
+# and the like do not fail on a healthy host.
 assert_setup_fails() {
-    local prog=$1 calls=$2 call
+    local prog=$1 rules=$2 rule
     shift 2
-    for call in $calls; do
-        # env sets the preload for the program only, not for timeout.
-        run --separate-stderr timeout "$WAIT_LIMIT" env \
-            LD_PRELOAD="$TOOLS/libfail.so" FAIL_CALL="$call" \
-            ASAN_OPTIONS=verify_asan_link_order=0 "$BIN/$prog" "$@"
-        [[ $status -eq 1 ]] || { echo "$call: exit $status, want 1: $stderr"; return 1; }
-        [[ $stderr == "$prog: $call"*": EIO (Input/output error)" ]] ||
-            { echo "$call: stderr: $stderr"; return 1; }
+    for rule in $rules; do
+        # Only the Nth call fails: the coverage build's own calls at exit
+        # (open, fcntl) must still work.
+        [[ $rule == *@* ]] || rule+=@1
+        run_with_faults "$rule" "$prog" "$@"
+        [[ $status -eq 1 ]] || { echo "$rule: exit $status, want 1: $stderr"; return 1; }
+        [[ $stderr == "$prog: ${rule%%[:@]*}"*": EIO (Input/output error)" ]] ||
+            { echo "$rule: stderr: $stderr"; return 1; }
     done
 }
 
@@ -368,6 +369,23 @@ assert_max_one_client() {
     [[ $status -eq 0 && -z $output ]] || { echo "second: exit $status: $output"; return 1; }
     grep -q "turned away: the -m limit of 1 is reached; closing" "$SERVER_OUT" ||
         { echo "no narration"; return 1; }
+    printf 'still\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill' || return 1
+    exec 6>&-
+}
+
+# assert_turned_away_close_fails PROGRAM FD: started with -m 1 and its
+# first close() failing (EIO, by the preload library), the program still
+# closes the client it turns away (on FD), says that close failed, and keeps
+# serving the first client.
+assert_turned_away_close_fails() {
+    start_faulty_server close@1 "$1" -q -m 1
+    open_held_client first
+    printf 'first\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first || return 1
+    run timeout "$WAIT_LIMIT" nc 127.0.0.1 "$PORT" </dev/null
+    [[ $status -eq 0 && -z $output ]] || { echo "second: exit $status: $output"; return 1; }
+    assert_warned "$1: close fd $2: EIO (Input/output error)" || return 1
     printf 'still\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill' || return 1
     exec 6>&-
@@ -522,4 +540,82 @@ finish_load() {
     LOAD_STATUS=0
     # shellcheck disable=SC2034 # LOAD_STATUS is read by the suites
     wait "$LOAD_PID" || LOAD_STATUS=$?
+}
+
+# ---- fault injection (tests/fault/fail.c: build/tools/libfail.so) --------------
+#
+# FAIL_CALL rules, each CALL[:ERRNO][@N[+]]: the call fails with ERRNO (EIO
+# if not given); @N: only its Nth call (counted from 1), @N+: that one and
+# every later one; without @N, every call. Several rules: comma-separated.
+
+# need_fault_library: the preload library cannot work under valgrind (it
+# would be preloaded into valgrind itself): skip there, saying so.
+need_fault_library() {
+    skip_under_valgrind "the preload library would stand in for valgrind's own calls"
+}
+
+# need_own_allocator PROGRAM: a sanitizer build brings an allocator of its
+# own, which stands in for malloc() and calloc() ahead of the preload
+# library: skip a test that makes them fail, saying so.
+need_own_allocator() {
+    if grep -qa __asan_init "$BIN/$1"; then
+        skip "a sanitizer build's allocator stands in for malloc() and calloc() ahead of the preload library"
+    fi
+}
+
+# fault_env RULES: the environment that preloads the library with RULES
+# (env's arguments). A sanitizer build wants its runtime first in the list
+# of libraries; it works second, once told not to check.
+fault_env() {
+    echo "LD_PRELOAD=$TOOLS/libfail.so" "FAIL_CALL=$1" \
+        "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
+}
+
+# run_with_faults RULES PROGRAM [ARGS...]: runs $BIN/PROGRAM ARGS with the
+# calls in RULES failing, as Bats `run --separate-stderr` (bounded).
+run_with_faults() {
+    local rules=$1 prog=$2 vars
+    shift 2
+    read -r -a vars <<<"$(fault_env "$rules")"
+    # env sets the preload for the program only, not for timeout.
+    run --separate-stderr timeout "$WAIT_LIMIT" env "${vars[@]}" "$BIN/$prog" "$@"
+}
+
+# start_faulty_server RULES PROGRAM [ARGS...]: start_server, with the calls
+# in RULES failing. With NOFILE=SOFT:HARD set, also under that descriptor
+# limit (prlimit, as start_server_limited).
+start_faulty_server() {
+    local rules=$1 prog=$2 dir=$BATS_TEST_TMPDIR/faulty limit=""
+    shift 2
+    [[ -z ${NOFILE:-} ]] || limit="prlimit --nofile=$NOFILE"
+    mkdir -p "$dir"
+    printf '#!/bin/sh\nexec env %s %s "%s" "$@"\n' \
+        "$(fault_env "$rules")" "$limit" "$BIN/$prog" >"$dir/$prog"
+    chmod +x "$dir/$prog"
+    BIN=$dir start_server "$prog" "$@"
+}
+
+# stderr_has TEXT: the server's stderr holds a line with TEXT (for
+# wait_until).
+stderr_has() {
+    grep -qF -- "$1" "$SERVER_ERR"
+}
+
+# assert_warned TEXT: within WAIT_LIMIT seconds the server's stderr says
+# TEXT, and the server is still running.
+assert_warned() {
+    wait_until "$WAIT_LIMIT" stderr_has "$1" ||
+        { echo "no '$1' on stderr: $(cat "$SERVER_ERR")"; return 1; }
+    is_running "$SERVER_PID" || { echo "the server died: $(cat "$SERVER_ERR")"; return 1; }
+}
+
+# assert_exits_with STATUS TEXT: within WAIT_LIMIT seconds the server ends
+# with STATUS, and its stderr is exactly TEXT.
+assert_exits_with() {
+    wait_until "$WAIT_LIMIT" has_exited "$SERVER_PID" ||
+        { echo "still running; stderr: $(cat "$SERVER_ERR")"; return 1; }
+    local rc=0
+    wait "$SERVER_PID" || rc=$?
+    [[ $rc -eq $1 ]] || { echo "exit $rc, want $1: $(cat "$SERVER_ERR")"; return 1; }
+    [[ $(cat "$SERVER_ERR") == "$2" ]] || { echo "stderr: $(cat "$SERVER_ERR")"; return 1; }
 }

@@ -106,6 +106,43 @@ load helpers
     grep -q "closed descriptor" "$out"
 }
 
+@test "stage1 -s: on a terminal, end of input (Ctrl-D) stops the pausing, and it runs to the end" {
+    if ! command -v script >/dev/null 2>&1; then
+        skip "no 'script' command (util-linux) to give the program a terminal"
+    fi
+    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen
+    mkfifo "$fifo"
+    exec 5<>"$fifo"
+    spawn script -qfec "$BIN/stage1_socket -s" /dev/null <"$fifo" >"$out" 2>&1
+    local pid=$SPAWNED_PID
+    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$out"
+    # Ctrl-D at the start of a line: the terminal reports end of input.
+    printf '\004' >&5
+    wait_until "$WAIT_LIMIT" has_exited "$pid"
+    wait "$pid"
+    exec 5>&-
+    grep -q "end of input: not pausing any more" "$out"
+    grep -q "closed descriptor" "$out"
+}
+
 @test "stage1: a setup call that fails (socket, getsockname, getsockopt, getpeername, close) exits 1 and names the call" {
-    assert_setup_fails stage1_socket "socket getsockname getsockopt getpeername close"
+    need_fault_library
+    # getsockopt: SO_TYPE, then SO_RCVBUF, then SO_SNDBUF.
+    assert_setup_fails stage1_socket "socket getsockname getsockopt getsockopt@2 getsockopt@3 getpeername close"
+}
+
+@test "stage1: an errno the program has no name for is shown by its number, with its text" {
+    need_fault_library
+    run_with_faults socket:ENOTBLK stage1_socket
+    [ "$status" -eq 1 ]
+    [[ $stderr =~ ^stage1_socket:\ socket\(.*\):\ errno\ [0-9]+\ \(Block\ device\ required\)$ ]]
+}
+
+@test "stage1: when /proc cannot be read (readlink fails), it says so and goes on" {
+    need_fault_library
+    run_with_faults readlink stage1_socket
+    [ "$status" -eq 0 ]
+    # (The number is not always 3: Bats holds descriptors of its own.)
+    [[ $stderr =~ ^stage1_socket:\ readlink\ /proc/self/fd/[0-9]+:\ EIO\ \(Input/output\ error\)$ ]]
+    [[ $output == *"closed descriptor "* ]]
 }

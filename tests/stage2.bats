@@ -19,6 +19,9 @@ load helpers
     assert_usage_error stage2_bind -b 5
     assert_usage_error stage2_bind -x
     assert_usage_error stage2_bind -p 0 extra
+    assert_usage_error stage2_bind --help
+    # shellcheck disable=SC2154 # stderr_lines is set by Bats run, in assert_usage_error
+    [ "${stderr_lines[0]}" = "stage2_bind: unknown option: options are single letters, not --words" ]
 }
 
 @test "stage2 F8: -p 0 binds a port the kernel chose, and the readiness line shows it" {
@@ -114,6 +117,8 @@ load helpers
     grep -q "^\[step\] next: bind() asks for 127.0.0.1:0" "$SERVER_OUT"
 }
 
-@test "stage2: a setup call that fails (socket, setsockopt, getsockname, sigaction) exits 1 and names the call" {
-    assert_setup_fails stage2_bind "socket setsockopt getsockname sigaction" -p 0 -q
+@test "stage2: a setup call that fails (socket, setsockopt, bind, getsockname, sigaction) exits 1 and names the call" {
+    need_fault_library
+    # bind: an errno with no hint (EIO); sigaction: SIGINT, then SIGTERM.
+    assert_setup_fails stage2_bind "socket setsockopt bind getsockname sigaction sigaction@2" -p 0 -q
 }

@@ -112,6 +112,78 @@ load helpers
     assert_emfile_goes_on stage5_nonblock "accept (will retry): EMFILE"
 }
 
-@test "stage5: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
-    assert_setup_fails stage5_nonblock "socket setsockopt getsockname listen sigaction" -p 0 -q
+@test "stage5: a setup call that fails (socket, setsockopt, bind, getsockname, listen, fcntl, clock_gettime, sigaction, accept) exits 1 and names the call" {
+    need_fault_library
+    # sigaction: SIGINT, SIGTERM (common.c), then SIGPIPE; accept(): an
+    # error that is not about one connection (EIO here; EBADF, EINVAL).
+    # clock_gettime fails from its first call on: clang's sanitizer runtime,
+    # linked into the program, makes a call of its own first.
+    assert_setup_fails stage5_nonblock "socket setsockopt bind getsockname listen fcntl fcntl@2 clock_gettime@1+ sigaction sigaction@2 sigaction@3 accept" -p 0 -q
+    # Narrating, the loop reads the clock every round too.
+    assert_setup_fails stage5_nonblock clock_gettime@2+ -p 0
+}
+
+# ---- errors injected by the preload library (tests/fault/fail.c) ---------------
+
+@test "stage5 F38: accept() failing for one connection (ECONNABORTED) is reported, and the client after it is served" {
+    need_fault_library
+    start_faulty_server accept:ECONNABORTED@1 stage5_nonblock -q
+    assert_echoes_text
+    assert_warned "stage5_nonblock: accept (that connection only; going on): ECONNABORTED ("
+}
+
+@test "stage5 F38: accept() out of descriptors (EMFILE) is retried next round; the waiting client is then served" {
+    need_fault_library
+    start_faulty_server accept:EMFILE@1 stage5_nonblock -q
+    assert_echoes_text
+    assert_warned "stage5_nonblock: accept (will retry): EMFILE (Too many open files)"
+}
+
+@test "stage5 F38: fcntl(O_NONBLOCK) failing on a new client closes that client at once, saying so; the next is echoed" {
+    need_fault_library
+    # fcntl calls 1 and 2 are the listener's (F_GETFL, F_SETFL).
+    start_faulty_server fcntl@3 stage5_nonblock -q
+    run echo_once $'lost\n'
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    assert_warned "stage5_nonblock: fcntl O_NONBLOCK on fd 4: EIO (Input/output error)"
+    assert_echoes_text
+}
+
+@test "stage5: out of memory for the client list, it exits 1; for one client, that client is closed and the next echoed" {
+    need_fault_library
+    need_own_allocator stage5_nonblock
+    run_with_faults calloc:ENOMEM@1 stage5_nonblock -q -p 0
+    [ "$status" -eq 1 ]
+    # shellcheck disable=SC2154 # stderr is set by Bats run --separate-stderr
+    [ "$stderr" = "stage5_nonblock: calloc for 1000 clients: ENOMEM (Cannot allocate memory)" ]
+    start_faulty_server calloc:ENOMEM@2 stage5_nonblock -q
+    run echo_once $'lost\n'
+    [ -z "$output" ]
+    assert_warned "stage5_nonblock: calloc for a client; closing fd 4: ENOMEM (Cannot allocate memory)"
+    assert_echoes_text
+}
+
+@test "stage5: a write() that would block (EAGAIN) is tried again next round: the echo is whole, no error" {
+    need_fault_library
+    start_faulty_server write:EAGAIN@1,read:EINTR@2 stage5_nonblock -q
+    assert_echoes_text
+    [ ! -s "$SERVER_ERR" ]
+}
+
+@test "stage5 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
+    need_fault_library
+    start_faulty_server write:EIO@1,close:EIO@1 stage5_nonblock
+    run echo_once $'lost\n'
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    assert_warned "stage5_nonblock: close fd 4: EIO (Input/output error)"
+    grep -qE '^stage5_nonblock: write to 127\.0\.0\.1:[0-9]+ on fd 4: EIO' "$SERVER_ERR"
+    grep -q "on fd 4 ended by an error: 0 bytes echoed" "$SERVER_OUT"
+    assert_echoes_text
+}
+
+@test "stage5 -m 1: when closing a client over the limit fails (EIO), it says so and the first client keeps working" {
+    need_fault_library
+    assert_turned_away_close_fails stage5_nonblock 5
 }

@@ -97,6 +97,8 @@ check_usage() {
     for v in "" 1 1,2 1,2,3,4 0,1,1 1,0,1 1,1,0 1,1,128 32768,1,1 a,b,c 1,,1 " 1,1,1"; do
         assert_usage_error "$1" -k "$v"
     done
+    # Longer than any valid value (64 characters and more).
+    assert_usage_error "$1" -k "1,1,$(printf '%070d' 1)"
 }
 
 @test "stage6: bad ports, addresses, backlogs, -m, -t and -k values exit 2" {
@@ -469,6 +471,44 @@ check_signals() {
     for_each_server check_signals
 }
 
+check_step_interrupted() {
+    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen pid
+    mkfifo "$fifo"
+    # As in stage1.bats: script(1) gives the program a terminal, and what is
+    # written to fd 5 is typed on it.
+    exec 5<>"$fifo"
+    # Ctrl-C at the first pause: there is nothing to shut down yet, and the
+    # handler ends the program at once (status 0).
+    spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
+    pid=$SPAWNED_PID
+    wait_until "$WAIT_LIMIT" grep -q "next: socket() creates the endpoint" "$out"
+    printf '\003' >&5
+    wait_until "$WAIT_LIMIT" has_exited "$pid"
+    wait "$pid"
+    [ "$(grep -c "returned descriptor" "$out")" -eq 0 ]
+    # Now at the last pause, the self-pipe in place.
+    spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
+    pid=$SPAWNED_PID
+    # Enter for socket, setsockopt, bind, listen and fcntl; then it waits
+    # before the loop, the self-pipe already in place.
+    printf '\n\n\n\n\n' >&5
+    wait_until "$WAIT_LIMIT" grep -q "next: $(wait_call "$1")() sleeps" "$out"
+    # Ctrl-C: the read of the pause is interrupted, and the loop's first
+    # round finds the signal in the self-pipe.
+    printf '\003' >&5
+    wait_until "$WAIT_LIMIT" has_exited "$pid"
+    wait "$pid"
+    exec 5>&-
+    grep -q "SIGINT: no longer accepting; closing 0 clients" "$out"
+}
+
+@test "stage6 -s: Ctrl-C during a step's pause on a terminal ends it with status 0: at once before the loop is ready, gracefully after" {
+    if ! command -v script >/dev/null 2>&1; then
+        skip "no 'script' command (util-linux) to give the program a terminal"
+    fi
+    for_each_server check_step_interrupted
+}
+
 # ---- one program only ------------------------------------------------------------
 
 @test "stage6_select F39: a client on a descriptor at or above FD_SETSIZE is closed at once, saying why; the others echo" {
@@ -521,11 +561,259 @@ check_addr_in_use() {
     for_each_server check_addr_in_use
 }
 
-check_setup_fails() {
-    assert_setup_fails "$1" "socket setsockopt getsockname listen sigaction" -p 0 -q
+# The call each program sleeps in.
+wait_call() {
+    if [[ $1 == stage6_poll ]]; then echo poll; else echo select; fi
 }
 
-@test "stage6: a setup call that fails (socket, setsockopt, getsockname, listen, sigaction) exits 1 and names the call" {
-    skip_under_valgrind "the preload library would stand in for valgrind's own calls"
+check_setup_fails() {
+    # sigaction: SIGINT, SIGTERM, then SIGPIPE; fcntl: the listener's two
+    # calls, then the self-pipe's; open: the reserve; clock_gettime and the
+    # wait call: the first round of the loop (clock_gettime from its first
+    # call on: clang's sanitizer runtime, linked into the program, makes a
+    # call of its own first).
+    assert_setup_fails "$1" "socket setsockopt bind getsockname listen sigaction sigaction@2 sigaction@3 fcntl fcntl@3 pipe open getrlimit clock_gettime@1+ $(wait_call "$1")" -p 0 -q
+}
+
+@test "stage6: a setup call that fails (socket, setsockopt, bind, getsockname, listen, sigaction, fcntl, pipe, open, getrlimit, clock_gettime, poll/select) exits 1 and names the call" {
+    need_fault_library
     for_each_server check_setup_fails
+}
+
+# ---- errors injected by the preload library (tests/fault/fail.c) ---------------
+
+check_accept_transient() {
+    local err
+    for err in ECONNABORTED EPROTO EINTR; do
+        start_faulty_server "accept:$err@1" "$1" -q
+        assert_echoes_text
+        assert_warned "$1: accept (that connection only; going on): $err ("
+        stop_all
+    done
+}
+
+@test "stage6 F38: accept() failing for one connection (ECONNABORTED, EPROTO, EINTR) is reported, and the client after it is served" {
+    need_fault_library
+    for_each_server check_accept_transient
+}
+
+check_accept_nobufs() {
+    local t0 elapsed
+    start_faulty_server accept:ENOBUFS@1 "$1"
+    t0=$(now_ms)
+    assert_echoes_text
+    elapsed=$(($(now_ms) - t0))
+    grep -q "^accept: ENOBUFS: not watching the listener for 1000 ms or until a client leaves$" "$SERVER_OUT"
+    [ ! -s "$SERVER_ERR" ]
+    # The client waited out the rest (a lower bound: a busy machine only
+    # makes it longer).
+    echo "$1: served after $elapsed ms"
+    ((elapsed >= 900))
+}
+
+@test "stage6 F38: out of buffers (ENOBUFS), accept() is not tried again at once: the listener rests for a second, then the waiting client is served" {
+    need_fault_library
+    for_each_server check_accept_nobufs
+}
+
+check_accept_fatal() {
+    start_faulty_server accept "$1" -q
+    nc -z -w 2 127.0.0.1 "$PORT" || true
+    assert_exits_with 1 "$1: accept: EIO (Input/output error)"
+}
+
+@test "stage6: accept() failing otherwise (EIO here; EBADF, EINVAL: a bug) ends the server with status 1, naming the call" {
+    need_fault_library
+    for_each_server check_accept_fatal
+}
+
+check_client_setup_fails() {
+    # fcntl calls 1 to 6 are the listener's and the self-pipe's.
+    start_faulty_server fcntl@7 "$1" -q
+    run echo_once $'lost\n'
+    [ -z "$output" ]
+    assert_warned "$1: fcntl O_NONBLOCK on fd 7: EIO (Input/output error)"
+    assert_echoes_text
+    stop_all
+    # -k: setsockopt call 1 is SO_REUSEADDR; 2 to 5 set a client's
+    # keepalive (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
+    local n
+    for n in 2 3 4 5; do
+        start_faulty_server "setsockopt@$n" "$1" -q -k 60,10,5
+        assert_echoes_text
+        assert_warned "$1: keepalive on fd 7 (going on without): EIO (Input/output error)"
+        stop_all
+    done
+}
+
+@test "stage6 F38: fcntl() or a keepalive option failing on a new client is reported; without O_NONBLOCK the client is closed, without keepalive served" {
+    need_fault_library
+    for_each_server check_client_setup_fails
+}
+
+check_out_of_memory() {
+    run_with_faults calloc:ENOMEM@1 "$1" -q -p 0 -m 10
+    [ "$status" -eq 1 ]
+    [ "$stderr" = "$1: calloc for 10 clients: ENOMEM (Cannot allocate memory)" ]
+    # calloc 1 and 2 are the client list and the poll list (stage6_poll
+    # only); the next is the first client's.
+    local first=2
+    [[ $1 != stage6_poll ]] || first=3
+    start_faulty_server "calloc:ENOMEM@$first" "$1" -q
+    run echo_once $'lost\n'
+    [ -z "$output" ]
+    assert_warned "$1: calloc for a client; closing fd 7: ENOMEM (Cannot allocate memory)"
+    assert_echoes_text
+    stop_all
+    # A short write (EAGAIN) keeps the rest in a buffer of its own, which
+    # cannot be had: that client ends (malloc 1 is the shared read buffer).
+    start_faulty_server write:EAGAIN@1,malloc:ENOMEM@2 "$1" -q
+    run echo_once $'lost\n'
+    [ -z "$output" ]
+    assert_warned "on fd 7: ENOMEM (Cannot allocate memory)"
+    grep -qE "^$1: keeping output for 127\.0\.0\.1:[0-9]+ on fd 7: ENOMEM" "$SERVER_ERR"
+    assert_echoes_text
+}
+
+@test "stage6: out of memory: for the client lists, exit 1; for one client or its output, only that client is closed" {
+    need_fault_library
+    need_own_allocator stage6_poll
+    for_each_server check_out_of_memory
+}
+
+check_transient_io() {
+    start_faulty_server "$(wait_call "$1"):EINTR@1,write:EAGAIN@1,read:EINTR@1" "$1" -q
+    assert_echoes_text
+    assert_echoes_text
+    [ ! -s "$SERVER_ERR" ]
+}
+
+@test "stage6: poll/select, read() and write() interrupted (EINTR) or not ready (EAGAIN) are tried again: the echo is whole, no error" {
+    need_fault_library
+    for_each_server check_transient_io
+}
+
+check_client_errors() {
+    start_faulty_server write:EIO@1,close:EIO@1 "$1"
+    run echo_once $'lost\n'
+    [ -z "$output" ]
+    assert_warned "$1: close fd 7: EIO (Input/output error)"
+    grep -qE "^$1: write to 127\.0\.0\.1:[0-9]+ on fd 7: EIO" "$SERVER_ERR"
+    grep -qE "on fd 7 ended by an error: 0 bytes echoed" "$SERVER_OUT"
+    assert_echoes_text
+    stop_all
+    # -L: setsockopt call 2 is the first client's SO_LINGER, at its close,
+    # which is then an ordinary one (FIN): the client has all its echo.
+    start_faulty_server setsockopt@2 "$1" -L
+    assert_echoes_text
+    assert_warned "$1: setsockopt SO_LINGER on fd 7: EIO (Input/output error)"
+}
+
+@test "stage6 F38: write(), setsockopt(SO_LINGER) and close() failing on one client end only that client, saying so; the next is echoed" {
+    need_fault_library
+    for_each_server check_client_errors
+}
+
+check_self_pipe() {
+    # Read 1 is the self-pipe's, after the signal. Nothing there after all
+    # (EAGAIN): the loop goes on, and the byte still waiting ends it.
+    start_faulty_server read:EAGAIN@1 "$1" -q
+    stop_process "$SERVER_PID" TERM
+    [ "$STOP_STATUS" = 0 ]
+    [ ! -s "$SERVER_ERR" ]
+    # A real error there: exit 1, naming it.
+    start_faulty_server read:EIO@1 "$1" -q
+    kill -TERM "$SERVER_PID"
+    assert_exits_with 1 "$1: read from the self-pipe: EIO (Input/output error)"
+}
+
+@test "stage6: reading the self-pipe after a signal: nothing there (EAGAIN) is ignored; an error exits 1" {
+    need_fault_library
+    for_each_server check_self_pipe
+}
+
+check_setrlimit_fails() {
+    NOFILE=64:256 start_faulty_server setrlimit "$1"
+    grep -q "^client limit (-m): 57;" "$SERVER_OUT"
+    assert_warned "$1: setrlimit RLIMIT_NOFILE to 256 (keeping 64): EIO (Input/output error)"
+    assert_echoes_text
+}
+
+@test "stage6: when the descriptor limit cannot be raised, it says so and serves within the old one" {
+    need_fault_library
+    for_each_server check_setrlimit_fails
+}
+
+check_shutdown_close_fails() {
+    start_faulty_server close:EIO@1+ "$1" -q
+    open_held_client held
+    printf 'held\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/held.out" held
+    stop_process "$SERVER_PID" TERM
+    [ "$STOP_STATUS" = 0 ]
+    grep -qx "$1: close the listener fd 3: EIO (Input/output error)" "$SERVER_ERR"
+    grep -qx "$1: close fd 7: EIO (Input/output error)" "$SERVER_ERR"
+    grep -qx "$1: close the reserve fd 6: EIO (Input/output error)" "$SERVER_ERR"
+    exec 6>&-
+}
+
+@test "stage6 F41: close() failing at shutdown is reported for each descriptor, and the exit is still 0" {
+    need_fault_library
+    for_each_server check_shutdown_close_fails
+}
+
+check_reserve_lost() {
+    local t0
+    # accept 1 fails with EMFILE: the reserve (fd 6) is closed (close 1
+    # fails, and says so), the client taken on it and closed at once (close
+    # 2 fails too), and the reserve cannot be opened again (open 2).
+    start_faulty_server accept:EMFILE@1,close@1,close@2,open:EMFILE@2,accept:EMFILE@4 "$1"
+    run echo_once $'refused\n'
+    [ -z "$output" ]
+    assert_warned "$1: open /dev/null as the reserve descriptor (will pause the listener instead): EMFILE (Too many open files)"
+    grep -qx "$1: close the reserve fd 6: EIO (Input/output error)" "$SERVER_ERR"
+    grep -qx "$1: close fd 6: EIO (Input/output error)" "$SERVER_ERR"
+    grep -qE "^out of descriptors \(EMFILE\): client 127\.0\.0\.1:[0-9]+ refused" "$SERVER_OUT"
+    # accept 4 fails with EMFILE again, with no reserve left: the listener
+    # rests for a second instead of spinning, then the client is served.
+    t0=$(now_ms)
+    assert_echoes_text
+    (($(now_ms) - t0 >= 900))
+    grep -q "^accept: EMFILE: not watching the listener for 1000 ms or until a client leaves$" "$SERVER_OUT"
+    # That client left: the reserve is taken back, on fd 6.
+    wait_until "$WAIT_LIMIT" grep -qE "^client 127\.0\.0\.1:[0-9]+ on fd 6 left" "$SERVER_OUT"
+    wait_until "$WAIT_LIMIT" fd_is_null 6
+}
+
+# fd_is_null FD: the server's descriptor FD is /dev/null (for wait_until).
+fd_is_null() {
+    [[ $(readlink "/proc/$SERVER_PID/fd/$1") == /dev/null ]]
+}
+
+@test "stage6 F38: out of descriptors with the reserve lost, the listener rests instead of spinning; the reserve comes back when a client leaves" {
+    need_fault_library
+    for_each_server check_reserve_lost
+}
+
+check_turned_away_close_fails() {
+    assert_turned_away_close_fails "$1" 8
+}
+
+@test "stage6 -m 1: when closing a client over the limit fails (EIO), it says so and the first client keeps working" {
+    need_fault_library
+    for_each_server check_turned_away_close_fails
+}
+
+check_reserve_accept_fails() {
+    # accept 1 fails with EMFILE; accept 2, on the reserve, with EPROTO:
+    # said, and the client, still in the queue, is served next round.
+    start_faulty_server accept:EMFILE@1,accept:EPROTO@2 "$1" -q
+    assert_echoes_text
+    assert_warned "$1: accept on the reserve descriptor: EPROTO (Protocol error)"
+    wait_until "$WAIT_LIMIT" fd_is_null 6
+}
+
+@test "stage6 F38: accept() failing on the reserve descriptor is reported; the waiting client is served after" {
+    need_fault_library
+    for_each_server check_reserve_accept_fails
 }
