@@ -244,8 +244,9 @@ static atomic_int wake_fd = -1;
  * writes the signal's number into a pipe whose read end poll() watches: a
  * signal at any moment leaves a byte there, and poll() returns at once.
  * write() is async-signal-safe; the handler keeps errno as it found it, since
- * it may interrupt code that is about to read errno. Before the loop is ready
- * there is nothing to shut down gracefully, so it ends the process at once.
+ * it may interrupt code that is about to read errno. It is installed only
+ * once the pipe exists; before that, exit_on_signals() ends the program at
+ * once, as in stages 1 to 5, since there is nothing to shut down gracefully.
  */
 static void on_signal(int sig)
 {
@@ -253,8 +254,6 @@ static void on_signal(int sig)
     int fd = atomic_load(&wake_fd);
     unsigned char byte = (unsigned char)sig;
 
-    if (fd == -1)
-        _exit(0);
     /* A full pipe (EAGAIN) already holds a byte, which is all it takes. */
     (void)!write(fd, &byte, 1);
     errno = saved;
@@ -855,7 +854,7 @@ int main(int argc, char **argv)
     unsigned long long nofile;
 
     options_parse(&opt, &info, argc, argv);
-    catch_signals();
+    exit_on_signals();
     /* options_parse has checked the literal already; this cannot fail. */
     if (addr_parse(opt.addr, opt.port, &addr, &addrlen) == -1)
         usage_error("-a %s: not an address literal", opt.addr);
@@ -928,6 +927,7 @@ int main(int argc, char **argv)
     srv.set = &set;
     srv.idle_ms = (long long)set.idle * 1000;
     srv.wake = open_self_pipe();
+    catch_signals();
     narrate("self-pipe on fds %d and %d: SIGINT and SIGTERM write a byte "
             "that wakes poll()",
             srv.wake, atomic_load(&wake_fd));

@@ -478,7 +478,7 @@ check_step_interrupted() {
     # written to fd 5 is typed on it.
     exec 5<>"$fifo"
     # Ctrl-C at the first pause: there is nothing to shut down yet, and the
-    # handler ends the program at once (status 0).
+    # handler of stages 1 to 5 ends the program at once (status 0), saying so.
     spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
     pid=$SPAWNED_PID
     wait_until "$WAIT_LIMIT" grep -q "next: socket() creates the endpoint" "$out"
@@ -486,6 +486,7 @@ check_step_interrupted() {
     wait_until "$WAIT_LIMIT" has_exited "$pid"
     wait "$pid"
     [ "$(grep -c "returned descriptor" "$out")" -eq 0 ]
+    grep -q "^$1: SIGINT, exiting" "$out"
     # Now at the last pause, the self-pipe in place.
     spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
     pid=$SPAWNED_PID
@@ -567,12 +568,13 @@ wait_call() {
 }
 
 check_setup_fails() {
-    # sigaction: SIGINT, SIGTERM, then SIGPIPE; fcntl: the listener's two
+    # sigaction: SIGINT, SIGTERM, SIGPIPE, then SIGINT and SIGTERM again
+    # once the self-pipe is there; fcntl: the listener's two
     # calls, then the self-pipe's; open: the reserve; clock_gettime and the
     # wait call: the first round of the loop (clock_gettime from its first
     # call on: clang's sanitizer runtime, linked into the program, makes a
     # call of its own first).
-    assert_setup_fails "$1" "socket setsockopt bind getsockname listen sigaction sigaction@2 sigaction@3 fcntl fcntl@3 pipe open getrlimit clock_gettime@1+ $(wait_call "$1")" -p 0 -q
+    assert_setup_fails "$1" "socket setsockopt bind getsockname listen sigaction sigaction@2 sigaction@3 sigaction@4 sigaction@5 fcntl fcntl@3 pipe open getrlimit clock_gettime@1+ $(wait_call "$1")" -p 0 -q
 }
 
 @test "stage6: a setup call that fails (socket, setsockopt, bind, getsockname, listen, sigaction, fcntl, pipe, open, getrlimit, clock_gettime, poll/select) exits 1 and names the call" {
