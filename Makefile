@@ -23,6 +23,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
              -fno-omit-frame-pointer
 
 .PHONY: all run test check tools help clean diff lint valgrind coverage
+.PHONY: bench bench-quick
 all: $(PROGRAMS)
 
 # -MMD -MP write a .d file beside each object listing the headers it read,
@@ -62,6 +63,38 @@ $(FAULT_LIB): tests/fault/fail.c
 
 tools: $(TOOLS) $(FAULT_LIB)
 
+# ---- make bench: the load generator, the epoll reference, the numbers -------
+# tests/bench/: bench (the load generator), epoll_echo (the "where next"
+# reference server, not a stage), and two faulty builds of it that
+# tests/bench.bats runs to see the integrity check fail: broken_flip flips
+# byte 1000 of every echo stream, broken_cut echoes nothing after it. Built
+# with `make tools` too, since tests/bench.bats runs with the other suites.
+# `make bench BENCH_OUT=docs/bench` writes the committed copy of the results.
+BENCH_DIR := $(BUILD)/bench
+BENCH_OUT ?= $(BENCH_DIR)
+BENCH_PROGS := $(addprefix $(BENCH_DIR)/,bench epoll_echo broken_flip broken_cut)
+$(BENCH_DIR)/bench: tests/bench/bench.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $<
+$(BENCH_DIR)/epoll_echo $(BENCH_DIR)/broken_flip $(BENCH_DIR)/broken_cut: \
+        tests/bench/epoll_echo.c $(BUILD)/common/common.o
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(BENCH_FAULT_$(@F)) -Icommon -MMD -MP $(LDFLAGS) \
+	    -o $@ $^
+BENCH_FAULT_broken_flip := -DFLIP_AT=1000
+BENCH_FAULT_broken_cut := -DCUT_AT=1000
+tools: $(BENCH_PROGS)
+
+# bench: every server through every case (about 3 minutes); the table is
+# printed and written with the CSV and the chart to BENCH_OUT.
+bench: all $(BENCH_PROGS)
+	tests/bench/run $(BIN) $(BENCH_DIR) $(BENCH_OUT)
+
+# bench-quick: the same with small counts (under 30 s): checks that every
+# byte comes back from every server, never the timings (CI runs it).
+bench-quick: all $(BENCH_PROGS)
+	tests/bench/run -q $(BIN) $(BENCH_DIR) $(BENCH_DIR)/quick
+
 run: all
 	@if [ -x $(BIN)/stage6_poll ]; then \
 	    exec $(BIN)/stage6_poll -a 127.0.0.1 -p 6969; \
@@ -85,10 +118,10 @@ check:
 
 # Every C file and every shell file in the repository.
 C_FILES := $(wildcard stage*/*.c common/*.c tests/tools/*.c tests/*.c \
-                     tests/fault/*.c)
+                     tests/fault/*.c tests/bench/*.c)
 H_FILES := $(wildcard common/*.h)
 BATS_FILES := $(wildcard tests/*.bats)
-SH_FILES := tests/helpers.bash tests/run tests/coverage .ci/run
+SH_FILES := tests/helpers.bash tests/run tests/coverage .ci/run tests/bench/run
 
 # lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck
 # and the .clang-format layout; any finding fails. A finding kept on purpose
@@ -188,6 +221,9 @@ help:
 	@echo "make lint    cppcheck, clang-tidy, shellcheck and the clang-format check"
 	@echo "make valgrind   the stage 6 suite with the servers under valgrind memcheck"
 	@echo "make coverage   the suites on a gcov build; line and branch table, 90% floor"
+	@echo "make bench   measure stages 4 to 6 and the epoll reference: table, CSV, chart"
+	@echo "             (make bench BENCH_OUT=docs/bench writes the committed copy)"
+	@echo "make bench-quick   the same, small and fast: checks every byte, not timings"
 	@echo "make CC=musl-gcc BUILD=build/musl BIN=build/musl/bin   the musl build"
 	@echo "make clean   remove what the build made"
 	@echo "A stage also builds alone: cd stage2_bind && make"
