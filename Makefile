@@ -95,9 +95,19 @@ bench: all $(BENCH_PROGS)
 bench-quick: all $(BENCH_PROGS)
 	tests/bench/run -q $(BIN) $(BENCH_DIR) $(BENCH_DIR)/quick
 
+# make run PORT=N starts it on another port (0: the kernel chooses). Only a
+# PORT given on the command line counts: one in the environment is ignored,
+# so a plain `make run` is always 6969.
+ifneq ($(origin PORT),command line)
+PORT := 6969
+endif
 run: all
+	@case '$(PORT)' in \
+	    ''|*[!0-9]*) echo "make run: PORT must be a number from 0 to 65535," \
+	                      "e.g. make run PORT=0" >&2; exit 2 ;; \
+	esac
 	@if [ -x $(BIN)/stage6_poll ]; then \
-	    exec $(BIN)/stage6_poll -a 127.0.0.1 -p 6969; \
+	    exec $(BIN)/stage6_poll -a 127.0.0.1 -p $(PORT); \
 	else \
 	    echo "make run: stage 6 (the poll() echo server) is not built yet;"; \
 	    echo "the stages that exist are: $(PRESENT)"; \
@@ -215,6 +225,7 @@ diff:
 help:
 	@echo "make         build every stage into $(BIN)/"
 	@echo "make run     build and start the echo server (stage 6) on 127.0.0.1:6969"
+	@echo "             (make run PORT=0: on a port the kernel chooses)"
 	@echo "make test    build and run every Bats suite"
 	@echo "make check   the same suites against an ASan + UBSan build"
 	@echo "make diff STAGE=N   what stage N adds to stage N-1 (N = 2..6)"

@@ -79,3 +79,28 @@ copy_tree() {
         [[ $output == *"make diff: STAGE must be 2 to 6, e.g. make diff STAGE=3"* ]]
     done
 }
+
+@test "build: make run PORT=0 starts the echo server on a port the kernel chooses; PORT from the environment is ignored" {
+    copy_tree
+    local out=$BATS_TEST_TMPDIR/run.out line port server
+    spawn make -s -C "$TREE" run PORT=0 </dev/null >"$out" 2>&1
+    wait_until 120 grep -q '^listening on 127.0.0.1:' "$out"
+    # make's recipe exec()s the server, so it is make's only child; the
+    # teardown stops it too if a check below fails.
+    server=$(pgrep -P "$SPAWNED_PID")
+    STARTED_PIDS+=("$server")
+    [[ $(cat "/proc/$server/comm") == stage6_poll ]]
+    line=$(grep -m 1 '^listening on ' "$out")
+    port=${line##*:}
+    [[ $port != 6969 ]]
+    PORT=$port assert_echoes_text
+    # SIGTERM ends the server with status 0, and make with it.
+    kill -TERM "$server"
+    wait_until "$WAIT_LIMIT" has_exited "$SPAWNED_PID"
+    wait "$SPAWNED_PID"
+    PORT=1 run make -s -n -C "$TREE" run
+    [[ $output == *"-a 127.0.0.1 -p 6969"* ]]
+    run make -s -C "$TREE" run PORT=x
+    [ "$status" -ne 0 ]
+    [[ $output == *"make run: PORT must be a number from 0 to 65535, e.g. make run PORT=0"* ]]
+}

@@ -108,6 +108,24 @@ start_server() {
     SERVER_ADDR=${SERVER_ADDR%]}
 }
 
+# start_server_fresh_port PROGRAM [ARGS...]: start_server, for a test that
+# counts the TIME_WAIT records of its server's port: the kernel may hand out
+# a port that still has records of an earlier test's connections (60 s), so
+# a port with any is given back and another taken (at most 10 tries).
+start_server_fresh_port() {
+    local try
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        start_server "$@" || return 1
+        if (($(count_sockets time-wait "sport = :$PORT or dport = :$PORT") == 0)); then
+            return 0
+        fi
+        echo "port $PORT still has TIME_WAIT records (try $try); another one" >&2
+        stop_process "$SERVER_PID"
+    done
+    echo "start_server_fresh_port: no port without TIME_WAIT records in 10 tries" >&2
+    return 1
+}
+
 # stop_process PID [SIGNAL]: sends SIGNAL (default TERM), waits up to
 # WAIT_LIMIT seconds for the process to end, and sets STOP_STATUS to its exit
 # status (or to "still running" after a last SIGKILL).

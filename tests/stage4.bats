@@ -90,7 +90,7 @@ load helpers
 }
 
 @test "stage4 F27: the side that closes first gets TIME_WAIT: here the client" {
-    start_server stage4_accept -q
+    start_server_fresh_port stage4_accept -q
     assert_echoes_text
     # The client half-closed first (nc -N), so its end waits in TIME_WAIT;
     # the server's end, which closed second, does not.
@@ -100,7 +100,7 @@ load helpers
 }
 
 @test "stage4 F28: a client that resets (SO_LINGER 0) leaves no TIME_WAIT; one that closes does" {
-    start_server stage4_accept -q
+    start_server_fresh_port stage4_accept -q
     "$TOOLS/reset" 127.0.0.1 "$PORT" 0
     assert_echoes_text
     # Only the client that closed normally left a TIME_WAIT record.
