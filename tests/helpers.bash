@@ -126,6 +126,37 @@ start_server_fresh_port() {
     return 1
 }
 
+# on_terminal COMMAND: runs COMMAND (a string, as for sh -c) on a terminal
+# of its own: script(1) gives it a pseudo-terminal, writes its screen to
+# TERM_OUT and types on it what type_keys sends; sets TERM_PID. Skips the
+# test where there is no script(1).
+on_terminal() {
+    command -v script >/dev/null 2>&1 ||
+        skip "no 'script' command (util-linux) to give the program a terminal"
+    local fifo=$BATS_TEST_TMPDIR/keys
+    TERM_OUT=$BATS_TEST_TMPDIR/screen
+    [[ -p $fifo ]] || mkfifo "$fifo"
+    # Opening the fifo read-write on fd 5 first lets script open it without
+    # blocking, and keeps it from seeing end of input between keystrokes.
+    exec 5<>"$fifo"
+    spawn script -qfec "$1" /dev/null <"$fifo" >"$TERM_OUT" 2>&1
+    TERM_PID=$SPAWNED_PID
+}
+
+# type_keys KEYS: types KEYS on on_terminal's terminal (printf escapes:
+# \n is Enter, \003 Ctrl-C, \004 Ctrl-D).
+type_keys() {
+    printf '%b' "$1" >&5
+}
+
+# terminal_ends: waits for on_terminal's program to end, fails unless its
+# status is 0, and closes the keyboard.
+terminal_ends() {
+    wait_until "$WAIT_LIMIT" has_exited "$TERM_PID"
+    wait "$TERM_PID"
+    exec 5>&-
+}
+
 # stop_process PID [SIGNAL]: sends SIGNAL (default TERM), waits up to
 # WAIT_LIMIT seconds for the process to end, and sets STOP_STATUS to its exit
 # status (or to "still running" after a last SIGKILL).
@@ -390,6 +421,21 @@ assert_max_one_client() {
     printf 'still\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill' || return 1
     exec 6>&-
+}
+
+# assert_write_and_close_fail PROGRAM: with write() and close() failing
+# (EIO, by the preload library) on the first client, only that client ends:
+# it gets nothing back, both errors are reported, and the next client is
+# echoed.
+assert_write_and_close_fail() {
+    start_faulty_server write:EIO@1,close:EIO@1 "$1"
+    run echo_once $'lost\n'
+    [ "$status" -eq 0 ]
+    [ -z "$output" ]
+    grep -qE "^$1: write to 127\.0\.0\.1:[0-9]+ on fd 4: EIO" "$SERVER_ERR"
+    assert_warned "$1: close fd 4: EIO (Input/output error)"
+    grep -q "on fd 4 ended by an error: 0 bytes echoed" "$SERVER_OUT"
+    assert_echoes_text
 }
 
 # assert_turned_away_close_fails PROGRAM FD: started with -m 1 and its

@@ -80,49 +80,27 @@ load helpers
 }
 
 @test "stage1 -s: on a terminal, each step waits for Enter" {
-    if ! command -v script >/dev/null 2>&1; then
-        skip "no 'script' command (util-linux) to give the program a terminal"
-    fi
-    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen
-    mkfifo "$fifo"
-    # script(1) runs the program on a pseudo-terminal and feeds it what we
-    # write into the fifo, as if typed. Opening the fifo read-write on fd 5
-    # first lets script open it without blocking, and keeps it from seeing
-    # end of input between keystrokes.
-    exec 5<>"$fifo"
-    spawn script -qfec "$BIN/stage1_socket -s" /dev/null <"$fifo" >"$out" 2>&1
-    local pid=$SPAWNED_PID
-    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$out"
+    on_terminal "$BIN/stage1_socket -s"
+    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$TERM_OUT"
     # It is waiting for Enter: the socket has not been created yet.
-    [ "$(grep -c "returned descriptor" "$out")" -eq 0 ]
-    printf '\n' >&5
-    wait_until "$WAIT_LIMIT" grep -q "next: close(" "$out"
-    grep -q "returned descriptor" "$out"
-    [ "$(grep -c "closed descriptor" "$out")" -eq 0 ]
-    printf '\n' >&5
-    wait_until "$WAIT_LIMIT" has_exited "$pid"
-    wait "$pid"
-    exec 5>&-
-    grep -q "closed descriptor" "$out"
+    [ "$(grep -c "returned descriptor" "$TERM_OUT")" -eq 0 ]
+    type_keys '\n'
+    wait_until "$WAIT_LIMIT" grep -q "next: close(" "$TERM_OUT"
+    grep -q "returned descriptor" "$TERM_OUT"
+    [ "$(grep -c "closed descriptor" "$TERM_OUT")" -eq 0 ]
+    type_keys '\n'
+    terminal_ends
+    grep -q "closed descriptor" "$TERM_OUT"
 }
 
 @test "stage1 -s: on a terminal, end of input (Ctrl-D) stops the pausing, and it runs to the end" {
-    if ! command -v script >/dev/null 2>&1; then
-        skip "no 'script' command (util-linux) to give the program a terminal"
-    fi
-    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen
-    mkfifo "$fifo"
-    exec 5<>"$fifo"
-    spawn script -qfec "$BIN/stage1_socket -s" /dev/null <"$fifo" >"$out" 2>&1
-    local pid=$SPAWNED_PID
-    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$out"
+    on_terminal "$BIN/stage1_socket -s"
+    wait_until "$WAIT_LIMIT" grep -q "next: socket(AF_INET" "$TERM_OUT"
     # Ctrl-D at the start of a line: the terminal reports end of input.
-    printf '\004' >&5
-    wait_until "$WAIT_LIMIT" has_exited "$pid"
-    wait "$pid"
-    exec 5>&-
-    grep -q "end of input: not pausing any more" "$out"
-    grep -q "closed descriptor" "$out"
+    type_keys '\004'
+    terminal_ends
+    grep -q "end of input: not pausing any more" "$TERM_OUT"
+    grep -q "closed descriptor" "$TERM_OUT"
 }
 
 @test "stage1: a setup call that fails (socket, getsockname, getsockopt, getpeername, close) exits 1 and names the call" {

@@ -182,14 +182,5 @@ load helpers
 
 @test "stage4 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
     need_fault_library
-    start_faulty_server write:EIO@1,close:EIO@1 stage4_accept
-    # The first client's echo fails: it gets nothing back, and its end.
-    run echo_once $'lost\n'
-    [ "$status" -eq 0 ]
-    [ -z "$output" ]
-    assert_warned "on fd 4: EIO (Input/output error)"
-    grep -qE '^stage4_accept: write to 127\.0\.0\.1:[0-9]+ on fd 4: EIO' "$SERVER_ERR"
-    assert_warned "stage4_accept: close fd 4: EIO (Input/output error)"
-    grep -q "on fd 4 ended by an error: 0 bytes echoed" "$SERVER_OUT"
-    assert_echoes_text
+    assert_write_and_close_fail stage4_accept
 }

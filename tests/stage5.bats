@@ -173,14 +173,7 @@ load helpers
 
 @test "stage5 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
     need_fault_library
-    start_faulty_server write:EIO@1,close:EIO@1 stage5_nonblock
-    run echo_once $'lost\n'
-    [ "$status" -eq 0 ]
-    [ -z "$output" ]
-    assert_warned "stage5_nonblock: close fd 4: EIO (Input/output error)"
-    grep -qE '^stage5_nonblock: write to 127\.0\.0\.1:[0-9]+ on fd 4: EIO' "$SERVER_ERR"
-    grep -q "on fd 4 ended by an error: 0 bytes echoed" "$SERVER_OUT"
-    assert_echoes_text
+    assert_write_and_close_fail stage5_nonblock
 }
 
 @test "stage5 -m 1: when closing a client over the limit fails (EIO), it says so and the first client keeps working" {

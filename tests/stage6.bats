@@ -472,41 +472,28 @@ check_signals() {
 }
 
 check_step_interrupted() {
-    local fifo=$BATS_TEST_TMPDIR/keys out=$BATS_TEST_TMPDIR/screen pid
-    mkfifo "$fifo"
-    # As in stage1.bats: script(1) gives the program a terminal, and what is
-    # written to fd 5 is typed on it.
-    exec 5<>"$fifo"
     # Ctrl-C at the first pause: there is nothing to shut down yet, and the
     # handler of stages 1 to 5 ends the program at once (status 0), saying so.
-    spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
-    pid=$SPAWNED_PID
-    wait_until "$WAIT_LIMIT" grep -q "next: socket() creates the endpoint" "$out"
-    printf '\003' >&5
-    wait_until "$WAIT_LIMIT" has_exited "$pid"
-    wait "$pid"
-    [ "$(grep -c "returned descriptor" "$out")" -eq 0 ]
-    grep -q "^$1: SIGINT, exiting" "$out"
+    on_terminal "$BIN/$1 -s -p 0"
+    wait_until "$WAIT_LIMIT" grep -q "next: socket() creates the endpoint" "$TERM_OUT"
+    type_keys '\003'
+    terminal_ends
+    [ "$(grep -c "returned descriptor" "$TERM_OUT")" -eq 0 ]
+    grep -q "^$1: SIGINT, exiting" "$TERM_OUT"
     # Now at the last pause, the self-pipe in place.
-    spawn script -qfec "$BIN/$1 -s -p 0" /dev/null <"$fifo" >"$out" 2>&1
-    pid=$SPAWNED_PID
+    on_terminal "$BIN/$1 -s -p 0"
     # Enter for socket, setsockopt, bind, listen and fcntl; then it waits
     # before the loop, the self-pipe already in place.
-    printf '\n\n\n\n\n' >&5
-    wait_until "$WAIT_LIMIT" grep -q "next: $(wait_call "$1")() sleeps" "$out"
+    type_keys '\n\n\n\n\n'
+    wait_until "$WAIT_LIMIT" grep -q "next: $(wait_call "$1")() sleeps" "$TERM_OUT"
     # Ctrl-C: the read of the pause is interrupted, and the loop's first
     # round finds the signal in the self-pipe.
-    printf '\003' >&5
-    wait_until "$WAIT_LIMIT" has_exited "$pid"
-    wait "$pid"
-    exec 5>&-
-    grep -q "SIGINT: no longer accepting; closing 0 clients" "$out"
+    type_keys '\003'
+    terminal_ends
+    grep -q "SIGINT: no longer accepting; closing 0 clients" "$TERM_OUT"
 }
 
 @test "stage6 -s: Ctrl-C during a step's pause on a terminal ends it with status 0: at once before the loop is ready, gracefully after" {
-    if ! command -v script >/dev/null 2>&1; then
-        skip "no 'script' command (util-linux) to give the program a terminal"
-    fi
     for_each_server check_step_interrupted
 }
 
