@@ -129,7 +129,12 @@ start_server_fresh_port() {
 # on_terminal COMMAND: runs COMMAND (a string, as for sh -c) on a terminal
 # of its own: script(1) gives it a pseudo-terminal, writes its screen to
 # TERM_OUT and types on it what type_keys sends; sets TERM_PID. Skips the
-# test where there is no script(1).
+# test where there is no script(1). script runs COMMAND through $SHELL -c,
+# or sh -c where SHELL is unset (as under CI); dash then waits for the
+# program instead of becoming it, and a Ctrl-C typed on the terminal would
+# kill that shell too (status 130, whatever the program did). The `exec`
+# makes the program the terminal's only process, as when a learner types
+# the command at a prompt.
 on_terminal() {
     command -v script >/dev/null 2>&1 ||
         skip "no 'script' command (util-linux) to give the program a terminal"
@@ -139,7 +144,7 @@ on_terminal() {
     # Opening the fifo read-write on fd 5 first lets script open it without
     # blocking, and keeps it from seeing end of input between keystrokes.
     exec 5<>"$fifo"
-    spawn script -qfec "$1" /dev/null <"$fifo" >"$TERM_OUT" 2>&1
+    spawn script -qfec "exec $1" /dev/null <"$fifo" >"$TERM_OUT" 2>&1
     TERM_PID=$SPAWNED_PID
 }
 
