@@ -27,6 +27,18 @@ load helpers
     assert_echoes_file 1048576
 }
 
+@test "stage4 F8/F9: the client's port, which it never chose, and the server's port 0 both come from ip_local_port_range" {
+    local low high client
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range
+    start_server stage4_accept
+    assert_echoes_text
+    wait_until "$WAIT_LIMIT" grep -q ' left: ' "$SERVER_OUT"
+    client=$(sed -n 's/^client 127\.0\.0\.1:\([0-9]*\) connected .*/\1/p' "$SERVER_OUT")
+    echo "range $low-$high, client port $client, server port $PORT"
+    ((client >= low && client <= high))
+    ((PORT >= low && PORT <= high))
+}
+
 @test "stage4 F37: half-close: a client that sends and shuts down its side still gets everything back" {
     start_server stage4_accept
     # nc -N sends, then shutdown(SHUT_WR); the server reads end of stream
