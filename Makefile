@@ -131,7 +131,8 @@ C_FILES := $(wildcard stage*/*.c common/*.c tests/tools/*.c tests/*.c \
                      tests/fault/*.c tests/bench/*.c)
 H_FILES := $(wildcard common/*.h)
 BATS_FILES := $(wildcard tests/*.bats)
-SH_FILES := tests/helpers.bash tests/run tests/coverage .ci/run tests/bench/run
+SH_FILES := tests/helpers.bash tests/run tests/coverage tests/memcheck .ci/run \
+            tests/bench/run
 
 # lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck
 # and the .clang-format layout; any finding fails. A finding kept on purpose
@@ -155,20 +156,18 @@ lint:
 	@echo "lint: clean"
 
 # valgrind: the stage 6 suite with each server under memcheck. build/valgrind/bin
-# holds one wrapper per program that execs valgrind on the normal build, so
-# the suite runs unchanged (STAGE_BIN); each run writes its own log. A memory
-# error or a definite leak makes the server exit 99 (the test fails), and the
-# logs are checked again after the run. VALGRIND=1 tells the suite to skip
-# the few tests whose load is too heavy under valgrind (each says why).
+# holds one wrapper per program that runs the normal build through
+# tests/memcheck, so the suite runs unchanged (STAGE_BIN); each run writes its
+# own log. A memory error or a definite leak makes the server exit 99 (the
+# test fails), and the logs are checked again after the run. VALGRIND=1 tells
+# the suite to skip the few tests that valgrind itself makes meaningless
+# (each says why).
 VG_DIR := build/valgrind
-VG_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
-            --show-leak-kinds=definite --errors-for-leak-kinds=definite \
-            --child-silent-after-fork=yes
 valgrind: all tools
 	@rm -rf $(VG_DIR) && mkdir -p $(VG_DIR)/bin $(VG_DIR)/logs
 	@for p in $(notdir $(PROGRAMS)); do \
-	    printf '#!/bin/sh\nexec valgrind %s --log-file=%s/%s.%%p.log %s "$$@"\n' \
-	        '$(VG_FLAGS)' "$(CURDIR)/$(VG_DIR)/logs" "$$p" \
+	    printf '#!/bin/sh\nexec "%s" "%s" "%s" "$$@"\n' \
+	        "$(CURDIR)/tests/memcheck" "$(CURDIR)/$(VG_DIR)/logs" \
 	        "$(CURDIR)/$(BIN)/$$p" >$(VG_DIR)/bin/$$p; \
 	    chmod +x $(VG_DIR)/bin/$$p; \
 	done

@@ -621,26 +621,23 @@ finish_load() {
 # if not given); @N: only its Nth call (counted from 1), @N+: that one and
 # every later one; without @N, every call. Several rules: comma-separated.
 
-# need_fault_library: the preload library cannot work under valgrind (it
-# would be preloaded into valgrind itself): skip there, saying so.
-need_fault_library() {
-    skip_under_valgrind "the preload library would stand in for valgrind's own calls"
-}
-
-# need_own_allocator PROGRAM: a sanitizer build brings an allocator of its
-# own, which stands in for malloc() and calloc() ahead of the preload
-# library: skip a test that makes them fail, saying so.
+# need_own_allocator PROGRAM: a sanitizer build, or valgrind, brings an
+# allocator of its own, which stands in for malloc() and calloc() ahead of
+# the preload library: skip a test that makes them fail, saying so.
 need_own_allocator() {
+    skip_under_valgrind "valgrind's allocator stands in for malloc() and calloc() ahead of the preload library"
     if grep -qa __asan_init "$BIN/$1"; then
         skip "a sanitizer build's allocator stands in for malloc() and calloc() ahead of the preload library"
     fi
 }
 
-# fault_env RULES: the environment that preloads the library with RULES
-# (env's arguments). A sanitizer build wants its runtime first in the list
-# of libraries; it works second, once told not to check.
+# fault_env RULES PROGRAM: the environment that preloads the library with
+# RULES for PROGRAM alone (env's arguments): a wrapper script's shell, or
+# valgrind on its way to the program, inherits the preload but not the
+# rules. A sanitizer build wants its runtime first in the list of
+# libraries; it works second, once told not to check.
 fault_env() {
-    echo "LD_PRELOAD=$TOOLS/libfail.so" "FAIL_CALL=$1" \
+    echo "LD_PRELOAD=$TOOLS/libfail.so" "FAIL_CALL=$1" "FAIL_PROGRAM=$2" \
         "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
 }
 
@@ -649,7 +646,7 @@ fault_env() {
 run_with_faults() {
     local rules=$1 prog=$2 vars
     shift 2
-    read -r -a vars <<<"$(fault_env "$rules")"
+    read -r -a vars <<<"$(fault_env "$rules" "$prog")"
     # env sets the preload for the program only, not for timeout.
     run --separate-stderr timeout "$WAIT_LIMIT" env "${vars[@]}" "$BIN/$prog" "$@"
 }
@@ -663,7 +660,7 @@ start_faulty_server() {
     [[ -z ${NOFILE:-} ]] || limit="prlimit --nofile=$NOFILE"
     mkdir -p "$dir"
     printf '#!/bin/sh\nexec env %s %s "%s" "$@"\n' \
-        "$(fault_env "$rules")" "$limit" "$BIN/$prog" >"$dir/$prog"
+        "$(fault_env "$rules" "$prog")" "$limit" "$BIN/$prog" >"$dir/$prog"
     chmod +x "$dir/$prog"
     BIN=$dir start_server "$prog" "$@"
 }

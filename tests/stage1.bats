@@ -104,20 +104,17 @@ load helpers
 }
 
 @test "stage1: a setup call that fails (socket, getsockname, getsockopt, getpeername, close) exits 1 and names the call" {
-    need_fault_library
     # getsockopt: SO_TYPE, then SO_RCVBUF, then SO_SNDBUF.
     assert_setup_fails stage1_socket "socket getsockname getsockopt getsockopt@2 getsockopt@3 getpeername close"
 }
 
 @test "stage1: an errno the program has no name for is shown by its number, with its text" {
-    need_fault_library
     run_with_faults socket:ENOTBLK stage1_socket
     [ "$status" -eq 1 ]
     [[ $stderr =~ ^stage1_socket:\ socket\(.*\):\ errno\ [0-9]+\ \(Block\ device\ required\)$ ]]
 }
 
 @test "stage1: when /proc cannot be read (readlink fails), it says so and goes on" {
-    need_fault_library
     run_with_faults readlink stage1_socket
     [ "$status" -eq 0 ]
     # (The number is not always 3: Bats holds descriptors of its own.)

@@ -118,7 +118,6 @@ load helpers
 }
 
 @test "stage2: a setup call that fails (socket, setsockopt, bind, getsockname, sigaction) exits 1 and names the call" {
-    need_fault_library
     # bind: an errno with no hint (EIO); sigaction: SIGINT, then SIGTERM.
     assert_setup_fails stage2_bind "socket setsockopt bind getsockname sigaction sigaction@2" -p 0 -q
 }

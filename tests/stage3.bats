@@ -144,12 +144,10 @@ attempts_are() {
 }
 
 @test "stage3: a setup call that fails (socket, setsockopt, bind, getsockname, listen, sigaction) exits 1 and names the call" {
-    need_fault_library
     assert_setup_fails stage3_listen "socket setsockopt bind getsockname listen sigaction sigaction@2" -p 0 -q
 }
 
 @test "stage3 F17: where net.core.somaxconn cannot be read, the narration says so, and it listens all the same" {
-    need_fault_library
     start_faulty_server fopen:ENOENT stage3_listen -b 5
     grep -q "^backlog 5 (the kernel's cap is not readable here: " "$SERVER_OUT"
     [ ! -s "$SERVER_ERR" ]

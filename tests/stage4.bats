@@ -159,7 +159,6 @@ load helpers
 }
 
 @test "stage4: a setup call that fails (socket, setsockopt, bind, getsockname, listen, sigaction, accept) exits 1 and names the call" {
-    need_fault_library
     # sigaction: SIGINT, SIGTERM (common.c), then SIGPIPE; accept(): an
     # error that is not about one connection (EIO here; EBADF, EINVAL).
     assert_setup_fails stage4_accept "socket setsockopt bind getsockname listen sigaction sigaction@2 sigaction@3 accept" -p 0 -q
@@ -168,7 +167,6 @@ load helpers
 # ---- errors injected by the preload library (tests/fault/fail.c) ---------------
 
 @test "stage4 F38: accept() failing for one connection (ECONNABORTED, EPROTO, EINTR) is reported, and the client after it is served" {
-    need_fault_library
     local err
     for err in ECONNABORTED EPROTO EINTR; do
         start_faulty_server "accept:$err@1" stage4_accept -q
@@ -179,20 +177,17 @@ load helpers
 }
 
 @test "stage4 F38: accept() out of descriptors (EMFILE) is retried after a second; the waiting client is then served" {
-    need_fault_library
     start_faulty_server accept:EMFILE@1 stage4_accept -q
     assert_echoes_text
     assert_warned "stage4_accept: accept (retrying in a second): EMFILE (Too many open files)"
 }
 
 @test "stage4: read() and write() interrupted by a signal (EINTR) are called again: the echo is whole, no error" {
-    need_fault_library
     start_faulty_server read:EINTR@1,write:EINTR@1 stage4_accept -q
     assert_echoes_text
     [ ! -s "$SERVER_ERR" ]
 }
 
 @test "stage4 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
-    need_fault_library
     assert_write_and_close_fail stage4_accept
 }

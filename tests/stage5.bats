@@ -113,7 +113,6 @@ load helpers
 }
 
 @test "stage5: a setup call that fails (socket, setsockopt, bind, getsockname, listen, fcntl, clock_gettime, sigaction, accept) exits 1 and names the call" {
-    need_fault_library
     # sigaction: SIGINT, SIGTERM (common.c), then SIGPIPE; accept(): an
     # error that is not about one connection (EIO here; EBADF, EINVAL).
     # clock_gettime fails from its first call on: clang's sanitizer runtime,
@@ -126,21 +125,18 @@ load helpers
 # ---- errors injected by the preload library (tests/fault/fail.c) ---------------
 
 @test "stage5 F38: accept() failing for one connection (ECONNABORTED) is reported, and the client after it is served" {
-    need_fault_library
     start_faulty_server accept:ECONNABORTED@1 stage5_nonblock -q
     assert_echoes_text
     assert_warned "stage5_nonblock: accept (that connection only; going on): ECONNABORTED ("
 }
 
 @test "stage5 F38: accept() out of descriptors (EMFILE) is retried next round; the waiting client is then served" {
-    need_fault_library
     start_faulty_server accept:EMFILE@1 stage5_nonblock -q
     assert_echoes_text
     assert_warned "stage5_nonblock: accept (will retry): EMFILE (Too many open files)"
 }
 
 @test "stage5 F38: fcntl(O_NONBLOCK) failing on a new client closes that client at once, saying so; the next is echoed" {
-    need_fault_library
     # fcntl calls 1 and 2 are the listener's (F_GETFL, F_SETFL).
     start_faulty_server fcntl@3 stage5_nonblock -q
     run echo_once $'lost\n'
@@ -151,7 +147,6 @@ load helpers
 }
 
 @test "stage5: out of memory for the client list, it exits 1; for one client, that client is closed and the next echoed" {
-    need_fault_library
     need_own_allocator stage5_nonblock
     run_with_faults calloc:ENOMEM@1 stage5_nonblock -q -p 0
     [ "$status" -eq 1 ]
@@ -165,18 +160,15 @@ load helpers
 }
 
 @test "stage5: a write() that would block (EAGAIN) is tried again next round: the echo is whole, no error" {
-    need_fault_library
     start_faulty_server write:EAGAIN@1,read:EINTR@2 stage5_nonblock -q
     assert_echoes_text
     [ ! -s "$SERVER_ERR" ]
 }
 
 @test "stage5 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
-    need_fault_library
     assert_write_and_close_fail stage5_nonblock
 }
 
 @test "stage5 -m 1: when closing a client over the limit fails (EIO), it says so and the first client keeps working" {
-    need_fault_library
     assert_turned_away_close_fails stage5_nonblock 5
 }

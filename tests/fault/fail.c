@@ -26,6 +26,11 @@
  * (In a sanitizer build, the sanitizer's own wrappers of these calls count
  * as the program's: they live in it, or call straight through.)
  *
+ * FAIL_PROGRAM=NAME, when set, keeps the rules for the program whose name
+ * (the last part of its argv[0]) is NAME: every other process that inherits
+ * the preload, such as the shell of a wrapper script or valgrind's launcher
+ * on the way to the program, runs untouched.
+ *
  * A malformed FAIL_CALL ends the program at its first interposed call with
  * status 125 and a line on stderr, so a typo in a test cannot pass quietly.
  * Linux and glibc (RTLD_NEXT, dladdr, getauxval, and glibc's declarations
@@ -176,8 +181,12 @@ static void parse_rule(const char *rule, size_t len, struct rule *r)
 __attribute__((constructor)) static void parse_rules(void)
 {
     const char *spec = getenv("FAIL_CALL");
+    const char *only = getenv("FAIL_PROGRAM");
 
     parsed = true;
+    /* glibc sets program_invocation_short_name from argv[0]. */
+    if (only != NULL && strcmp(only, program_invocation_short_name) != 0)
+        return;
     while (spec != NULL && *spec != '\0') {
         size_t len = strcspn(spec, ",");
         if (nrules == MAX_RULES)
