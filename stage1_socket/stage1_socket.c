@@ -135,6 +135,9 @@ int main(int argc, char **argv)
                                 : "not SOCK_STREAM (unexpected)");
 
     len = sizeof addr;
+    /* A socket that has never connected has no peer, so no test sees the
+     * first branch; it is there so that the program never claims a fact
+     * the kernel did not confirm. */
     if (getpeername(fd, (struct sockaddr *)&addr, &len) == 0)
         narrate("  peer:    %s (unexpected for a new socket)",
                 addr_format((struct sockaddr *)&addr, len, text, sizeof text));

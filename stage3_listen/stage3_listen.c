@@ -37,7 +37,10 @@ static long read_somaxconn(void)
 
     if (f == NULL)
         return -1;
-    /* strtol, not fscanf("%ld"): it reports a number out of range. */
+    /* strtol, not fscanf("%ld"): it reports a number out of range. The
+     * kernel always writes a number here, and closing a file that was only
+     * read cannot lose data, so no test reaches the two "value = -1" lines
+     * below: they keep a strange /proc from being taken for a cap. */
     if (fgets(line, sizeof line, f) != NULL) {
         errno = 0;
         value = strtol(line, &end, 10);

@@ -137,12 +137,14 @@ load helpers
 }
 
 @test "stage5 F38: fcntl(O_NONBLOCK) failing on a new client closes that client at once, saying so; the next is echoed" {
-    # fcntl calls 1 and 2 are the listener's (F_GETFL, F_SETFL).
-    start_faulty_server fcntl@3 stage5_nonblock -q
+    # fcntl calls 1 and 2 are the listener's (F_GETFL, F_SETFL). The close
+    # of that client fails too (the descriptor is gone all the same).
+    start_faulty_server fcntl@3,close:EIO@1 stage5_nonblock -q
     run echo_once $'lost\n'
     [ "$status" -eq 0 ]
     [ -z "$output" ]
     assert_warned "stage5_nonblock: fcntl O_NONBLOCK on fd 4: EIO (Input/output error)"
+    assert_warned "stage5_nonblock: close fd 4: EIO (Input/output error)"
     assert_echoes_text
 }
 
@@ -152,10 +154,11 @@ load helpers
     [ "$status" -eq 1 ]
     # shellcheck disable=SC2154 # stderr is set by Bats run --separate-stderr
     [ "$stderr" = "stage5_nonblock: calloc for 1000 clients: ENOMEM (Cannot allocate memory)" ]
-    start_faulty_server calloc:ENOMEM@2 stage5_nonblock -q
+    start_faulty_server calloc:ENOMEM@2,close:EIO@1 stage5_nonblock -q
     run echo_once $'lost\n'
     [ -z "$output" ]
     assert_warned "stage5_nonblock: calloc for a client; closing fd 4: ENOMEM (Cannot allocate memory)"
+    assert_warned "stage5_nonblock: close fd 4: EIO (Input/output error)"
     assert_echoes_text
 }
 

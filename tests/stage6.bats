@@ -238,6 +238,23 @@ check_backpressure() {
     for_each_server check_backpressure
 }
 
+check_short_write() {
+    # accept() rests a second (ENOBUFS), so that the client's first 64 KiB
+    # and more wait in the socket. The first read takes 64 KiB; its write
+    # is short (half), and the other 32 KiB are kept. Next round the owed
+    # write is short again: what is owed now starts in the middle of the
+    # buffer. The read after it takes as much as the buffer has room for,
+    # which does not fit behind it, so what is owed slides to the front
+    # first (keep()).
+    start_faulty_server accept:ENOBUFS@1,write:SHORT@1,write:SHORT@2 "$1" -q
+    assert_echoes_file 1048576
+    [ ! -s "$SERVER_ERR" ]
+}
+
+@test "stage6 F35: after a short write, what is owed moves to the front of the buffer to make room: 1 MiB comes back exact" {
+    for_each_server check_short_write
+}
+
 # ---- errors and limits -----------------------------------------------------------
 
 check_hangups() {
@@ -499,7 +516,9 @@ check_step_interrupted() {
 
 @test "stage6_select F39: a client on a descriptor at or above FD_SETSIZE is closed at once, saying why; the others echo" {
     hard_nofile_at_least 1200 || skip "the hard descriptor limit is below 1200"
-    start_server stage6_select -m 2000
+    # The first close is that of the first client refused; it fails too,
+    # and only says so.
+    start_faulty_server close:EIO@1 stage6_select -m 2000
     start_load crowd echo -c 1100 -b 1024
     wait_load_line '^connected' 60
     census
@@ -507,6 +526,7 @@ check_step_interrupted() {
     # Descriptors 7 to 1023 serve clients; every later one gets fd 1024.
     ((CONNECTED == 1017 && CLOSED == 83 && SILENT == 0))
     grep -q "refused: it got fd 1024, and select() cannot watch a descriptor at or above FD_SETSIZE (1024)" "$SERVER_OUT"
+    assert_warned "stage6_select: close fd 1024: EIO (Input/output error)"
     release_load
     finish_load
     grep -q "^verified 1017 of 1100 clients$" "$LOAD_OUT"
@@ -610,11 +630,13 @@ check_accept_fatal() {
 }
 
 check_client_setup_fails() {
-    # fcntl calls 1 to 6 are the listener's and the self-pipe's.
-    start_faulty_server fcntl@7 "$1" -q
+    # fcntl calls 1 to 6 are the listener's and the self-pipe's. The close
+    # of that client fails too (the descriptor is gone all the same).
+    start_faulty_server fcntl@7,close:EIO@1 "$1" -q
     run echo_once $'lost\n'
     [ -z "$output" ]
     assert_warned "$1: fcntl O_NONBLOCK on fd 7: EIO (Input/output error)"
+    assert_warned "$1: close fd 7: EIO (Input/output error)"
     assert_echoes_text
     stop_all
     # -k: setsockopt call 1 is SO_REUSEADDR; 2 to 5 set a client's
@@ -640,10 +662,11 @@ check_out_of_memory() {
     # only); the next is the first client's.
     local first=2
     [[ $1 != stage6_poll ]] || first=3
-    start_faulty_server "calloc:ENOMEM@$first" "$1" -q
+    start_faulty_server "calloc:ENOMEM@$first,close:EIO@1" "$1" -q
     run echo_once $'lost\n'
     [ -z "$output" ]
     assert_warned "$1: calloc for a client; closing fd 7: ENOMEM (Cannot allocate memory)"
+    assert_warned "$1: close fd 7: EIO (Input/output error)"
     assert_echoes_text
     stop_all
     # A short write (EAGAIN) keeps the rest in a buffer of its own, which

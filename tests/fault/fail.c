@@ -12,7 +12,10 @@
  *          fcntl, pipe, open, fopen, readlink, malloc, calloc, getrlimit,
  *          setrlimit, clock_gettime, poll or select;
  *   ERRNO  the errno it fails with, by name (EIO, EINTR, EAGAIN, ...; see
- *          errno_names below) or number; EIO when not given;
+ *          errno_names below) or number; EIO when not given; for write
+ *          only, SHORT: the call does not fail but writes only the first
+ *          half of what it is given (at least 1 byte), the short write a
+ *          nearly full send buffer makes;
  *   @N     only the Nth call to CALL fails (1 is the first); @N+: the Nth
  *          and every later one. Without @N, every call fails.
  * A failing call returns -1 (NULL for malloc, calloc and fopen) with that
@@ -71,6 +74,9 @@ static struct rule rules[MAX_RULES];
 static size_t nrules;
 static bool parsed;
 
+/* Not an errno (those stop at 4095): write:SHORT, a short write. */
+#define SHORT_WRITE 4096
+
 /* The errno names a test may write; any other errno by its number. */
 static const struct {
     const char *name;
@@ -93,6 +99,7 @@ static const struct {
     {"ECONNRESET", ECONNRESET},
     {"EPIPE", EPIPE},
     {"ENOTBLK", ENOTBLK},
+    {"SHORT", SHORT_WRITE},
 };
 
 /* The calls this library stands in for, to catch a misspelt rule. */
@@ -163,6 +170,8 @@ static void parse_rule(const char *rule, size_t len, struct rule *r)
         const char *e = colon + 1;
         size_t elen = at != NULL && at > colon ? (size_t)(at - e) : strlen(e);
         r->err = parse_errno(e, elen, text);
+        if (r->err == SHORT_WRITE && strcmp(r->call, "write") != 0)
+            bad_rule(text);
     }
     if (at != NULL) {
         char *end;
@@ -374,8 +383,14 @@ ssize_t write(int fd, const void *buf, size_t len)
 {
     ssize_t (*real)(int, const void *, size_t);
 
-    if (failing("write", CALLER))
-        return -1;
+    int saved = errno;
+
+    if (failing("write", CALLER)) {
+        if (errno != SHORT_WRITE)
+            return -1;
+        errno = saved;
+        len = len > 1 ? len / 2 : len;
+    }
     *(void **)&real = next("write");
     return real(fd, buf, len);
 }
