@@ -255,6 +255,77 @@ check_short_write() {
     for_each_server check_short_write
 }
 
+# ---- the listener in the loop -------------------------------------------------------
+
+check_backlog_not_clients() {
+    local i fd fds=() held=5
+    start_server "$1" -q -b 1
+    # One client after the other, each echoed before the next connects, so
+    # the queue never holds more than one connection.
+    for ((i = 1; i <= held; i++)); do
+        mkfifo "$BATS_TEST_TMPDIR/c$i.fifo"
+        exec {fd}<>"$BATS_TEST_TMPDIR/c$i.fifo"
+        fds+=("$fd")
+        spawn nc -N 127.0.0.1 "$PORT" <"$BATS_TEST_TMPDIR/c$i.fifo" >"$BATS_TEST_TMPDIR/c$i.out"
+        printf 'client %d\n' "$i" >&"$fd"
+        wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/c$i.out" "client $i"
+    done
+    # Five clients connected at once with a backlog of 1: accepted, they left
+    # the queue (Recv-Q 0), whose bound (Send-Q) is still 1.
+    [[ $(listen_queue "$PORT") == "0 1" ]]
+    [[ $(count_sockets established "sport = :$PORT") -eq $held ]]
+    for fd in "${fds[@]}"; do
+        exec {fd}>&-
+    done
+}
+
+@test "stage6 F16: with a backlog of 1, five clients are connected at once: the backlog bounds only the connections waiting for accept()" {
+    for_each_server check_backlog_not_clients
+}
+
+# attached_or_ended ERRFILE PID: strace has said it attached, or has ended.
+attached_or_ended() {
+    grep -q "attached" "$1" || has_exited "$2"
+}
+
+check_listener_readable() {
+    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err
+    command -v strace >/dev/null 2>&1 || skip "no strace here"
+    start_server "$1" -q
+    spawn strace -p "$SERVER_PID" -o "$trace" \
+        -e trace=poll,select,pselect6,accept,accept4 2>"$err"
+    # Where ptrace is restricted (kernel.yama.ptrace_scope, no root), strace
+    # says so and ends at once.
+    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$SPAWNED_PID"
+    grep -q "attached" "$err" || skip "strace cannot attach here: $(cat "$err")"
+    # strace came in while the server waited; the second client's wait is
+    # traced whole.
+    assert_echoes_text
+    assert_echoes_text
+    stop_process "$SPAWNED_PID" INT
+    cat "$trace"
+    # Each accept() follows a wait that reported the listener (fd 3)
+    # readable, or another accept(): the server calls it again until it
+    # says EAGAIN, since one wake-up may stand for several connections. The
+    # first line may be an accept() after a wait that began before strace.
+    awk '
+        /^accept4?\(3,/ {
+            if (NR > 1 && prev !~ /\{fd=3, revents=POLLIN\}|\(in \[3\]/ && prev !~ /^accept/)
+                bad = 1
+            if (prev ~ /\{fd=3, revents=POLLIN\}|\(in \[3\]/ && $0 ~ /\) = 7$/)
+                taken++
+            if (prev ~ /^accept4?\(3, .*\) = 7$/ && $0 ~ /= -1 EAGAIN/)
+                again++
+        }
+        { prev = $0 }
+        END { exit !(!bad && taken >= 1 && again >= 1) }
+    ' "$trace"
+}
+
+@test "stage6 F34: the listener is readable (POLLIN) when a connection waits; only then is accept() called, until EAGAIN" {
+    for_each_server check_listener_readable
+}
+
 # ---- errors and limits -----------------------------------------------------------
 
 check_hangups() {
