@@ -85,7 +85,7 @@ BENCH_FAULT_broken_flip := -DFLIP_AT=1000
 BENCH_FAULT_broken_cut := -DCUT_AT=1000
 tools: $(BENCH_PROGS)
 
-# bench: every server through every case (about 3 minutes); the table is
+# bench: every server through every case (about 2 minutes); the table is
 # printed and written with the CSV and the chart to BENCH_OUT.
 bench: all $(BENCH_PROGS)
 	tests/bench/run $(BIN) $(BENCH_DIR) $(BENCH_OUT)

@@ -305,12 +305,14 @@ check_listener_readable() {
     stop_process "$SPAWNED_PID" INT
     cat "$trace"
     # Each accept() follows a wait that reported the listener (fd 3)
-    # readable, or another accept(): the server calls it again until it
-    # says EAGAIN, since one wake-up may stand for several connections. The
-    # first line may be an accept() after a wait that began before strace.
+    # readable, or an accept() that took a connection: the server calls it
+    # again until it says EAGAIN, since one wake-up may stand for several
+    # connections, and not after that. The first line may be an accept()
+    # after a wait that began before strace.
     awk '
         /^accept4?\(3,/ {
-            if (NR > 1 && prev !~ /\{fd=3, revents=POLLIN\}|\(in \[3\]/ && prev !~ /^accept/)
+            if (NR > 1 && prev !~ /\{fd=3, revents=POLLIN\}|\(in \[3\]/ &&
+                prev !~ /^accept4?\(3, .*\) = [0-9]+$/)
                 bad = 1
             if (prev ~ /\{fd=3, revents=POLLIN\}|\(in \[3\]/ && $0 ~ /\) = 7$/)
                 taken++
