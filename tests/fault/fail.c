@@ -382,7 +382,6 @@ ssize_t read(int fd, void *buf, size_t len)
 ssize_t write(int fd, const void *buf, size_t len)
 {
     ssize_t (*real)(int, const void *, size_t);
-
     int saved = errno;
 
     if (failing("write", CALLER)) {
