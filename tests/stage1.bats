@@ -121,3 +121,21 @@ load helpers
     [[ $stderr =~ ^stage1_socket:\ readlink\ /proc/self/fd/[0-9]+:\ EIO\ \(Input/output\ error\)$ ]]
     [[ $output == *"closed descriptor "* ]]
 }
+
+# The preload library behind every "fails" test of the suites
+# (tests/fault/fail.c), tried on the simplest program.
+@test "tests: the preload library ends a program given a malformed rule (status 125), and applies its rules only to FAIL_PROGRAM's program" {
+    local rule
+    for rule in sokcet socket:ENOSUCH socket@0 read:SHORT; do
+        run_with_faults "$rule" stage1_socket
+        echo "$rule: exit $status: $stderr"
+        [ "$status" -eq 125 ]
+        [ "$stderr" = "libfail: bad FAIL_CALL rule: $rule" ]
+    done
+    # The same rule, for another program and for this one.
+    run --separate-stderr timeout "$WAIT_LIMIT" env LD_PRELOAD="$TOOLS/libfail.so" \
+        FAIL_CALL=socket FAIL_PROGRAM=some_other_program "$BIN/stage1_socket"
+    [ "$status" -eq 0 ]
+    run_with_faults socket stage1_socket
+    [ "$status" -eq 1 ]
+}
