@@ -133,8 +133,9 @@ load helpers
         [ "$stderr" = "libfail: bad FAIL_CALL rule: $rule" ]
     done
     # The same rule, for another program and for this one.
-    run --separate-stderr timeout "$WAIT_LIMIT" env LD_PRELOAD="$TOOLS/libfail.so" \
-        FAIL_CALL=socket FAIL_PROGRAM=some_other_program "$BIN/stage1_socket"
+    local vars
+    read -r -a vars <<<"$(fault_env socket some_other_program)"
+    run --separate-stderr timeout "$WAIT_LIMIT" env "${vars[@]}" "$BIN/stage1_socket"
     [ "$status" -eq 0 ]
     run_with_faults socket stage1_socket
     [ "$status" -eq 1 ]
