@@ -289,20 +289,21 @@ attached_or_ended() {
 }
 
 check_listener_readable() {
-    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err
+    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err tracer
     command -v strace >/dev/null 2>&1 || skip "no strace here"
     start_server "$1" -q
     spawn strace -p "$SERVER_PID" -o "$trace" \
         -e trace=poll,select,pselect6,accept,accept4 2>"$err"
+    tracer=$SPAWNED_PID
     # Where ptrace is restricted (kernel.yama.ptrace_scope, no root), strace
     # says so and ends at once.
-    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$SPAWNED_PID"
+    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$tracer"
     grep -q "attached" "$err" || skip "strace cannot attach here: $(cat "$err")"
     # strace came in while the server waited; the second client's wait is
     # traced whole.
     assert_echoes_text
     assert_echoes_text
-    stop_process "$SPAWNED_PID" INT
+    stop_process "$tracer" INT
     cat "$trace"
     # Each accept() follows a wait that reported the listener (fd 3)
     # readable, or an accept() that took a connection: the server calls it
