@@ -15,8 +15,15 @@ BUILD ?= build
 BIN ?= bin
 
 PROGRAMS := $(addprefix $(BIN)/,$(PRESENT))
-# stage6_select, the select() twin, is built from stage6_poll/ as well.
-PROGRAMS += $(if $(wildcard stage6_poll/stage6_select.c),$(BIN)/stage6_select)
+# Stage 6 is three programs over one body (stage6_poll/server.c): the lesson
+# stage6_poll, and stage6_select and stage6_epoll, the same server waiting
+# with select() and epoll. epoll is Linux's: stage6_epoll is built where the
+# compiler finds <sys/epoll.h>, and `make` says when it is not.
+HAVE_EPOLL := $(shell printf '\043include <sys/epoll.h>\n' | \
+                $(CC) -E - >/dev/null 2>&1 && echo yes)
+STAGE6_TWINS := stage6_select $(if $(HAVE_EPOLL),stage6_epoll)
+PROGRAMS += $(if $(filter stage6_poll,$(PRESENT)),\
+              $(addprefix $(BIN)/,$(STAGE6_TWINS)))
 TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c))
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
@@ -25,6 +32,10 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
 .PHONY: all run test check tools help clean diff lint valgrind coverage
 .PHONY: bench bench-quick
 all: $(PROGRAMS)
+ifeq ($(HAVE_EPOLL),)
+	@echo "make: stage6_epoll not built: $(CC) finds no <sys/epoll.h> here" \
+	      "(epoll is Linux's; stage6_poll and stage6_select are the same server)"
+endif
 
 # -MMD -MP write a .d file beside each object listing the headers it read,
 # so a change to common/common.h rebuilds every stage that includes it.
@@ -32,20 +43,16 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Icommon -MMD -MP -c -o $@ $<
 
-# Each program: its stage's object plus the common helper.
+# Each program: its stage's object plus the common helper; stage 6's also
+# link the body they share.
 define stage_rule
-$(BIN)/$(1): $(BUILD)/$(1)/$(1).o $(BUILD)/common/common.o
+$(BIN)/$(1): $(BUILD)/$(2)/$(1).o $(if $(filter stage6_poll,$(2)),\
+             $(BUILD)/stage6_poll/server.o) $(BUILD)/common/common.o
 	@mkdir -p $$(@D)
 	$$(CC) $$(ALL_CFLAGS) $$(LDFLAGS) -o $$@ $$^
 endef
-$(foreach s,$(PRESENT),$(eval $(call stage_rule,$(s))))
-
-ifneq ($(wildcard stage6_poll/stage6_select.c),)
-$(BIN)/stage6_select: $(BUILD)/stage6_poll/stage6_select.o \
-                      $(BUILD)/common/common.o
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^
-endif
+$(foreach s,$(PRESENT),$(eval $(call stage_rule,$(s),$(s))))
+$(foreach s,$(STAGE6_TWINS),$(eval $(call stage_rule,$(s),stage6_poll)))
 
 # Test helpers: small C programs for what nc cannot do. Built with the same
 # flags, never with sanitizers (they are not what is under test).
@@ -240,6 +247,7 @@ help:
 
 clean:
 	rm -rf build bin
-	rm -f $(foreach s,$(STAGES),$(s)/$(s)) stage6_poll/stage6_select
+	rm -f $(foreach s,$(STAGES),$(s)/$(s)) stage6_poll/stage6_select \
+	    stage6_poll/stage6_epoll
 
 -include $(wildcard $(BUILD)/*/*.d)

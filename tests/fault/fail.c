@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -108,7 +109,8 @@ static const char *const known_calls[] = {
     "bind",      "listen",        "accept",     "sigaction",   "close",
     "read",      "write",         "fcntl",      "pipe",        "open",
     "fopen",     "readlink",      "malloc",     "calloc",      "getrlimit",
-    "setrlimit", "clock_gettime", "poll",       "select",
+    "setrlimit", "clock_gettime", "poll",       "select",      "epoll_create1",
+    "epoll_ctl", "epoll_wait",
 };
 
 /* Says why FAIL_CALL is malformed and ends the program (status 125). */
@@ -543,5 +545,34 @@ int select(int n, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
         return -1;
     *(void **)&real = next("select");
     return real(n, rd, wr, ex, tv);
+}
+int epoll_create1(int flags)
+{
+    int (*real)(int);
+
+    if (failing("epoll_create1", CALLER))
+        return -1;
+    *(void **)&real = next("epoll_create1");
+    return real(flags);
+}
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    int (*real)(int, int, int, struct epoll_event *);
+
+    if (failing("epoll_ctl", CALLER))
+        return -1;
+    *(void **)&real = next("epoll_ctl");
+    return real(epfd, op, fd, ev);
+}
+
+int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+    int (*real)(int, struct epoll_event *, int, int);
+
+    if (failing("epoll_wait", CALLER))
+        return -1;
+    *(void **)&real = next("epoll_wait");
+    return real(epfd, evs, max, timeout);
 }
 /* NOLINTEND(readability-inconsistent-declaration-parameter-name) */
