@@ -7,21 +7,38 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-/* Set once by options_parse, read-only afterwards (also by the signal
- * handler, which is why they are plain static data and not behind calls). */
+/* Set once by options_parse, read-only afterwards. (The signal handler
+ * reads none of them: see on_signal.) */
 static const char *progname = "stage";
 static const struct stage_info *stage;
 static bool quiet;
 static bool stepping;
+
+#ifndef PIPE_BUF /* limits.h may leave it out; POSIX's least value then */
+#define PIPE_BUF _POSIX_PIPE_BUF
+#endif
+
+/* Event-loop narration (narration_batch): lines wait in pending[0..queued)
+ * until narration_flush writes them; lines that do not fit are counted in
+ * dropped, and the count is said once stdout has taken everything else. */
+#define NARRATION_QUEUE 65536
+static char pending[NARRATION_QUEUE];
+static size_t queued;
+static unsigned long dropped;
+static bool batching;
 
 bool narrating(void)
 {
@@ -112,7 +129,11 @@ static void vreport(int err, const char *fmt, va_list ap)
     char what[256];
 
     vsnprintf(what, sizeof what, fmt, ap);
-    fflush(stdout); /* keep narration and the error in order on a terminal */
+    /* Keep narration and the error in order on a terminal (in the event
+     * loop, only what stdout takes now). */
+    if (batching)
+        narration_flush();
+    fflush(stdout);
     fprintf(stderr, "%s: %s: %s (%s)\n", progname, what, errno_name(err),
             strerror(err));
 }
@@ -139,6 +160,18 @@ void warn_errno(int err, const char *fmt, ...)
     errno = saved;
 }
 
+/* Adds one line to the queue, or counts it as dropped if it does not fit. */
+static void queue_line(const char *line, size_t len)
+{
+    if (queued + len + 1 > sizeof pending) {
+        dropped++;
+        return;
+    }
+    memcpy(pending + queued, line, len);
+    pending[queued + len] = '\n';
+    queued += len + 1;
+}
+
 void narrate(const char *fmt, ...)
 {
     va_list ap;
@@ -146,10 +179,85 @@ void narrate(const char *fmt, ...)
     if (quiet)
         return;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    if (batching) {
+        char line[512];
+        int n = vsnprintf(line, sizeof line, fmt, ap);
+        if (n >= 0)
+            queue_line(line,
+                       (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    } else {
+        vprintf(fmt, ap);
+        putchar('\n');
+        fflush(stdout);
+    }
     va_end(ap);
-    putchar('\n');
+}
+
+void narration_batch(void)
+{
     fflush(stdout);
+    batching = true;
+}
+
+/*
+ * Whether stdout takes PIPE_BUF bytes now without sleeping. poll() with a
+ * timeout of 0 asks without waiting; for a pipe or FIFO, POLLOUT means room
+ * for PIPE_BUF bytes (Linux and the BSDs alike), and a write of that much is
+ * never split. O_NONBLOCK is not an option: it belongs to the open file
+ * description, which stdout shares with the shell that started the program,
+ * and would be left on the shell's terminal after we exit. (A terminal
+ * reports POLLOUT once its buffer has some room; a write of PIPE_BUF bytes
+ * may then wait until the terminal takes the rest, a moment at most unless
+ * the terminal stops reading in between.)
+ */
+static bool stdout_ready(void)
+{
+    struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLOUT | POLLERR | POLLHUP));
+}
+
+bool narration_flush(void)
+{
+    ssize_t n;
+
+    if (queued == 0 || !stdout_ready())
+        return queued > 0;
+    n = write(STDOUT_FILENO, pending, queued < PIPE_BUF ? queued : PIPE_BUF);
+    if (n > 0) {
+        memmove(pending, pending + n, queued - (size_t)n);
+        queued -= (size_t)n;
+    } else if (n == -1 && errno != EINTR && errno != EAGAIN) {
+        /* stdout is gone (EPIPE: nobody reads the pipe any more): what is
+         * queued can never be written; count its lines as dropped. */
+        for (size_t i = 0; i < queued; i++)
+            dropped += pending[i] == '\n';
+        queued = 0;
+        return false;
+    }
+    if (queued == 0 && dropped > 0) {
+        char note[160];
+        int len = snprintf(note, sizeof note,
+                           "narration: %lu lines dropped: stdout could not "
+                           "take them without holding up the server",
+                           dropped);
+        dropped = 0;
+        queue_line(note, (size_t)len);
+    }
+    return queued > 0;
+}
+
+void narration_end(int max_ms)
+{
+    int waited = 0;
+
+    while (narration_flush() && waited < max_ms) {
+        struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
+        if (poll(&p, 1, 10) == -1 && errno != EINTR)
+            break;
+        waited += 10;
+    }
+    batching = false;
 }
 
 void bind_hint(int err, const char *addr, unsigned port)
@@ -337,6 +445,34 @@ static bool takes_value(const char *optstring, int c)
     return p != NULL && p[1] == ':';
 }
 
+/*
+ * Descriptors 1 and 2 must be open before the program opens anything: one
+ * started with stdout closed (as some supervisors start programs) would get
+ * its first socket as descriptor 1, and write its narration into it. A
+ * closed one is opened on /dev/null. Descriptor 0 is left as it is: lesson
+ * 1 closes it on purpose, to see socket() return 0. (fstat, not fcntl: the
+ * tests' fault library counts fcntl calls.) Nothing can be reported if this
+ * fails, as stderr may be the closed one: the program exits 1.
+ */
+static void open_stdio(void)
+{
+    for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+        struct stat st;
+        int null;
+
+        if (fstat(fd, &st) == 0 || errno != EBADF)
+            continue;
+        null = open("/dev/null", O_WRONLY);
+        if (null == -1)
+            _exit(1);
+        if (null != fd) { /* 0 was closed too, and open() took it */
+            if (dup2(null, fd) == -1)
+                _exit(1);
+            (void)close(null);
+        }
+    }
+}
+
 void options_parse(struct options *o, const struct stage_info *info, int argc,
                    char **argv)
 {
@@ -344,6 +480,7 @@ void options_parse(struct options *o, const struct stage_info *info, int argc,
     unsigned long value;
     int c;
 
+    open_stdio();
     stage = info;
     progname = info->name;
     *o = (struct options){.addr = DEFAULT_ADDR,
@@ -558,27 +695,53 @@ void step(const char *fmt, ...)
  * main flow to check, a signal that lands just before a blocking call (the
  * race a "set a flag, test it, then block" design has) still ends the
  * program at once. Stage 6 replaces this with a graceful shutdown.
+ *
+ * A handler may touch no object of static storage but lock-free atomics and
+ * volatile sig_atomic_t (C11 7.14.1.1), and may call only async-signal-safe
+ * functions (POSIX): so its lines are written out beforehand, by
+ * exit_on_signals, and handed over as atomic pointers and lengths.
  */
+#if ATOMIC_POINTER_LOCK_FREE != 2 || ATOMIC_INT_LOCK_FREE != 2
+#error "the signal handler needs lock-free atomic pointers and ints"
+#endif
+static char line_int[96], line_term[96];
+static _Atomic(const char *) say_int, say_term;
+static atomic_int say_int_len, say_term_len;
+
 static void on_signal(int sig)
 {
-    static const char tail[] = ", exiting\n";
-    const char *name = sig == SIGINT ? ": SIGINT" : ": SIGTERM";
+    const char *line = atomic_load(sig == SIGINT ? &say_int : &say_term);
+    int len = atomic_load(sig == SIGINT ? &say_int_len : &say_term_len);
 
-    if (!quiet) {
-        /* Return values ignored on purpose: nothing could be done about a
-         * failed write, and the process ends on the next line. */
-        (void)!write(STDOUT_FILENO, "\n", 1);
-        (void)!write(STDOUT_FILENO, progname, strlen(progname));
-        (void)!write(STDOUT_FILENO, name, strlen(name));
-        (void)!write(STDOUT_FILENO, tail, sizeof tail - 1);
-    }
+    /* Return value ignored on purpose: nothing could be done about a failed
+     * write, and the process ends on the next line. */
+    if (len > 0)
+        (void)!write(STDOUT_FILENO, line, (size_t)len);
     _exit(0);
+}
+
+/* Writes "\nPROGRAM: SIGNAME, exiting\n" into buf (nothing with -q) and
+ * hands it to the handler through *say and *len. */
+static void prepare_line(char *buf, size_t size, const char *signame,
+                         _Atomic(const char *) *say, atomic_int *len)
+{
+    int n = quiet
+                ? 0
+                : snprintf(buf, size, "\n%s: %s, exiting\n", progname, signame);
+
+    if (n < 0 || (size_t)n >= size)
+        n = 0;
+    atomic_store(say, buf);
+    atomic_store(len, n);
 }
 
 void exit_on_signals(void)
 {
     struct sigaction sa;
 
+    prepare_line(line_int, sizeof line_int, "SIGINT", &say_int, &say_int_len);
+    prepare_line(line_term, sizeof line_term, "SIGTERM", &say_term,
+                 &say_term_len);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);

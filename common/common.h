@@ -33,7 +33,7 @@
 /* Room for the longest "[IPv6%scope]:65535" text, with its NUL. */
 #define ADDR_TEXT_MAX 80
 
-/* The defaults of CONTRACT.md. */
+/* The defaults CONTRIBUTING.md promises (part 1, Options). */
 #define DEFAULT_ADDR    "127.0.0.1"
 #define DEFAULT_PORT    6969
 #define DEFAULT_BACKLOG 128
@@ -135,6 +135,20 @@ void narrate(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
 /* True when narration is on (no -q): for a stage that narrates in a loop. */
 bool narrating(void);
+
+/* For an event loop, which must never wait on its own output: from now on
+ * narrate() only queues its line (64 KiB at most; a line that does not fit
+ * is dropped and counted), and narration_flush() writes it. */
+void narration_batch(void);
+
+/* Writes queued narration, as much as stdout takes now without waiting, in
+ * one write() at most; once all is written, queues a line saying how many
+ * lines were dropped, if any. Returns true while some is still queued. */
+bool narration_flush(void);
+
+/* At the end of an event loop: writes what is queued, waiting up to
+ * max_ms in all for stdout to take it, then drops the rest. */
+void narration_end(int max_ms);
 
 /* Step mode (-s): announces the next step and, when stdin is a terminal,
  * waits for Enter; otherwise only announces it. Does nothing without -s. */

@@ -388,6 +388,8 @@ void server_ready(const struct server *srv, const struct program *prog)
     ready_line("listening on", (struct sockaddr *)&bound, boundlen);
     step("%s sleeps until the self-pipe, the listener or a client is ready",
          prog->api);
+    /* From here on, nothing may wait on stdout: see prepare_wait. */
+    narration_batch();
 }
 
 long long now_ms(void)
@@ -404,11 +406,22 @@ bool accepting(const struct server *srv, long long now)
     return srv->paused_until <= now;
 }
 
-long long next_deadline(const struct server *srv, long long now)
+/* How soon to try stdout again while narration is queued: a person
+ * watching sees the lines as soon as stdout takes them. */
+#define NARRATION_RETRY_MS 50
+
+long long prepare_wait(const struct server *srv, long long now)
 {
     long long deadline = NO_DEADLINE;
 
-    if (!accepting(srv, now))
+    /* A line a client's arrival or departure made waits for the end of the
+     * round, and then goes out with all the others in one write(), or is
+     * kept (and in the end dropped) if stdout cannot take it now. A server
+     * that waited for its own output would stop serving everyone as soon
+     * as nobody read it: a pager, a stopped terminal, a slow pipe. */
+    if (narration_flush())
+        deadline = now + NARRATION_RETRY_MS;
+    if (!accepting(srv, now) && srv->paused_until < deadline)
         deadline = srv->paused_until;
     if (srv->idle_ms > 0 && srv->oldest != NULL &&
         srv->oldest->last_active + srv->idle_ms < deadline)
@@ -830,6 +843,13 @@ static void add_client(struct server *srv, int fd, const char *peer,
     if (srv->nodelay &&
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
         warn_errno(errno, "TCP_NODELAY on fd %d (going on without)", fd);
+    /* Urgent data (send() with MSG_OOB) is one byte marked inside the
+     * stream; unless SO_OOBINLINE is set, the kernel takes it out of the
+     * stream and read() never sees it: the echo would silently lose it.
+     * RFC 6093 asks new applications not to send it, and those that may
+     * receive it to keep it in line (F45). */
+    if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof on) == -1)
+        warn_errno(errno, "SO_OOBINLINE on fd %d (going on without)", fd);
     c = calloc(1, sizeof *c);
     if (c == NULL) {
         warn_errno(errno, "calloc for a client; closing fd %d", fd);
@@ -891,4 +911,5 @@ void server_stop(struct server *srv, int sig)
     free(srv->clients);
     free(srv->inbuf);
     narrate("stopped");
+    narration_end(1000);
 }

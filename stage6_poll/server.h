@@ -117,9 +117,12 @@ void server_ready(const struct server *srv, const struct program *prog);
  * date: deadlines measured on it stay right. */
 long long now_ms(void);
 
-/* The nearest moment the loop must wake for even if nothing is ready (an
- * idle client's -t deadline, the end of a listener pause), or NO_DEADLINE. */
-long long next_deadline(const struct server *srv, long long now);
+/* Before each wait: writes the narration the round made (one write() at
+ * most, never waiting), and returns the nearest moment the loop must wake
+ * for even if nothing is ready (an idle client's -t deadline, the end of a
+ * listener pause, a retry for narration stdout could not take yet), or
+ * NO_DEADLINE. */
+long long prepare_wait(const struct server *srv, long long now);
 
 /* A wait's timeout in ms for a deadline: -1 for none, 0 if it has passed. */
 int timeout_ms(long long deadline, long long now);

@@ -129,7 +129,7 @@ int main(int argc, char **argv)
                 die("epoll_ctl EPOLL_CTL_MOD on the listener");
         }
         ready = epoll_wait(epfd, events, EVENTS_PER_WAIT,
-                           timeout_ms(next_deadline(&srv, now), now));
+                           timeout_ms(prepare_wait(&srv, now), now));
         if (ready == -1) {
             if (errno == EINTR)
                 continue; /* a signal: its byte waits in the self-pipe */

@@ -106,7 +106,7 @@ int main(int argc, char **argv)
         /* A negative fd is one poll() skips: the listener while it rests. */
         pfds[1].fd = accepting(&srv, now) ? srv.listener : -1;
         ready = poll(pfds, (nfds_t)(2 + watched),
-                     timeout_ms(next_deadline(&srv, now), now));
+                     timeout_ms(prepare_wait(&srv, now), now));
         if (ready == -1) {
             if (errno == EINTR)
                 continue; /* a signal: its byte waits in the self-pipe */

@@ -113,8 +113,8 @@ int main(int argc, char **argv)
         /* The listener is left out of the copy while it rests. */
         if (!accepting(&srv, now))
             FD_CLR(srv.listener, &rd);
-        ms = timeout_ms(next_deadline(&srv, now), now);
-        tv = (struct timeval){.tv_sec = ms / 1000, .tv_usec = ms % 1000 * 1000};
+        ms = timeout_ms(prepare_wait(&srv, now), now);
+        tv = (struct timeval){ms / 1000, (suseconds_t)(ms % 1000) * 1000};
         ready = select(maxfd + 1, &rd, &wr, NULL, ms < 0 ? NULL : &tv);
         if (ready == -1) {
             if (errno == EINTR)

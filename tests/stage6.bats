@@ -116,7 +116,7 @@ check_raises_limit() {
 check_text() {
     start_server "$1"
     assert_echoes_text
-    # STYLE 9: the narration lines up with /proc/PID/fd (3 is the listener,
+    # CONTRIBUTING.md, rule 9: the narration lines up with /proc/PID/fd (3 is the listener,
     # 4 and 5 the self-pipe, 6 the reserve).
     grep -qE "^client 127\.0\.0\.1:[0-9]+ connected on fd $FD1 \(clients: 1\)$" "$SERVER_OUT"
     wait_until "$WAIT_LIMIT" grep -qE "^client 127\.0\.0\.1:[0-9]+ on fd $FD1 left: 12 bytes echoed \(clients: 0\)$" "$SERVER_OUT"
@@ -459,6 +459,144 @@ check_idle_timeout() {
 
 @test "stage6 -t 2: a client idle for 2 s is closed, not before; the server sleeps until then" {
     for_each_server check_idle_timeout
+}
+
+# ---- what is around the loop ------------------------------------------------------
+
+# start_stuck PROGRAM: starts it with stdout on a pipe whose read end the
+# test holds (on STUCK_FD, opened read-write so that opening it does not
+# wait for a writer) and reads only up to the readiness line; sets
+# SERVER_PID and PORT.
+start_stuck() {
+    local fifo=$BATS_TEST_TMPDIR/stdout.fifo line
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    exec {STUCK_FD}<>"$fifo"
+    spawn "$BIN/$1" -p 0 </dev/null >"$fifo" 2>"$BATS_TEST_TMPDIR/err"
+    SERVER_PID=$SPAWNED_PID
+    while read -r -t "$WAIT_LIMIT" -u "$STUCK_FD" line; do
+        [[ $line == "listening on "* ]] && break
+    done
+    PORT=${line##*:}
+    [[ $PORT =~ ^[0-9]+$ ]] || { echo "no readiness line: $line"; return 1; }
+}
+
+# assert_prompt_exit: SIGTERM ends the server within 3 s, with status 0.
+assert_prompt_exit() {
+    local t0 elapsed
+    t0=$(now_ms)
+    stop_process "$SERVER_PID" TERM
+    elapsed=$(($(now_ms) - t0))
+    echo "exit $STOP_STATUS after $elapsed ms"
+    [[ $STOP_STATUS == 0 ]] && ((elapsed < 3000))
+}
+
+check_stuck_stdout() {
+    local drained=$BATS_TEST_TMPDIR/drained
+    start_stuck "$1"
+    # Two narrated lines per connection: the pipe (64 KiB) fills after a
+    # few hundred, then the server's own queue (64 KiB); the rest are
+    # dropped, and every connection is still served at once.
+    run_load cycles -c 3000 -T 60
+    load_succeeded "cycles 3000"
+    assert_echoes_text
+    # Drained, the pipe takes the queue, then the count of what was dropped.
+    spawn timeout "$WAIT_LIMIT" cat <&"$STUCK_FD" >"$drained"
+    exec {STUCK_FD}<&-
+    wait_until "$WAIT_LIMIT" grep -qE "^narration: [0-9]+ lines dropped: stdout could not take them without holding up the server$" "$drained"
+    assert_prompt_exit
+    # Stuck at the end too: the shutdown does not wait for stdout either.
+    start_stuck "$1"
+    run_load cycles -c 1500 -T 60
+    load_succeeded "cycles 1500"
+    assert_prompt_exit
+    exec {STUCK_FD}<&-
+}
+
+@test "stage6 F43: stdout on a pipe nobody reads: thousands of connections are still served and SIGTERM ends it at once; lines are dropped, counted, and the count said once the pipe drains" {
+    for_each_server check_stuck_stdout
+}
+
+check_urgent() {
+    start_server "$1" -q
+    run python3 "$ROOT/tests/tools/urgent.py" "$PORT"
+    echo "$output"
+    [[ $status -eq 0 && $output == "abcXdef" ]]
+}
+
+@test "stage6 F45: a byte sent as urgent data (MSG_OOB) comes back in its place in the stream" {
+    command -v python3 >/dev/null 2>&1 || skip "no python3 here"
+    for_each_server check_urgent
+}
+
+check_closed_stdio() {
+    local which
+    for which in 1 2; do
+        # The readiness line cannot be read with stdout closed: the port is
+        # the one ss shows the server listening on.
+        if ((which == 1)); then
+            spawn "$BIN/$1" -p 0 </dev/null >&- 2>"$BATS_TEST_TMPDIR/err"
+        else
+            spawn "$BIN/$1" -p 0 </dev/null >"$BATS_TEST_TMPDIR/out" 2>&-
+        fi
+        SERVER_PID=$SPAWNED_PID
+        wait_until "$WAIT_LIMIT" listening_port "$SERVER_PID"
+        PORT=$(listening_port "$SERVER_PID")
+        # Descriptor 1 or 2 is /dev/null, not a socket, and the server echoes.
+        [[ $(readlink "/proc/$SERVER_PID/fd/$which") == /dev/null ]]
+        assert_echoes_text
+        assert_prompt_exit
+    done
+}
+
+# listening_port PID: the port PID listens on, from ss (fails if none yet).
+listening_port() {
+    local line
+    line=$(ss -Hltnp 2>/dev/null | grep "pid=$1," | head -n 1)
+    [[ -n $line ]] || return 1
+    line=$(awk '{ print $4 }' <<<"$line")
+    echo "${line##*:}"
+}
+
+@test "stage6: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; it echoes and exits 0" {
+    for_each_server check_closed_stdio
+}
+
+check_connect_flood() {
+    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err tracer
+    # One client holds the only place (-m 1); four processes connect and
+    # reset for 3 s, every connection turned away. The bound: a round takes
+    # at most 64 connections (ACCEPTS_PER_ROUND), some 20 us of work each,
+    # so the held client waits a few ms at most between rounds; 1 s leaves
+    # room for a busy 2-core machine. A loop that took connections until the
+    # queue was empty would keep it waiting for as long as the flood outran
+    # it.
+    start_server "$1" -q -m 1
+    run timeout 60 "$TOOLS/churn" -j 4 -d 3 127.0.0.1 "$PORT"
+    echo "$1: $output"
+    [[ $status -eq 0 && $output =~ max_ms\ ([0-9]+)\. ]]
+    ((BASH_REMATCH[1] < 1000))
+    # Under strace the server is slowed enough for the queue to fill (to
+    # the backlog, 128): still at most 64 accept() calls between two waits.
+    command -v strace >/dev/null 2>&1 || skip "no strace here"
+    spawn strace -p "$SERVER_PID" -o "$trace" \
+        -e trace=poll,ppoll,select,pselect6,epoll_wait,epoll_pwait,accept,accept4 \
+        2>"$err"
+    tracer=$SPAWNED_PID
+    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$tracer"
+    grep -q "attached" "$err" || skip "strace cannot attach here: $(cat "$err")"
+    run timeout 60 "$TOOLS/churn" -j 4 -d 2 127.0.0.1 "$PORT"
+    [[ $status -eq 0 ]]
+    stop_process "$tracer" INT
+    awk '
+        /^accept4?\(/ { if (++run > most) most = run; next }
+        { run = 0 }
+        END { print "most accept() calls in a row:", most; exit !(most > 1 && most <= 65) }
+    ' "$trace"
+}
+
+@test "stage6 F44: a connect flood does not hold up a connected client: at most 64 accepts a round, its echo within 1 s" {
+    for_each_server check_connect_flood
 }
 
 # ---- sleeping and stopping ---------------------------------------------------------
