@@ -13,7 +13,7 @@
  * and returns only the descriptors that are ready.
  *
  * Run it:    build/bench/epoll_echo -p 0      (make bench builds it)
- * Options:   -a ADDR, -p PORT, -q, -h, as the stages (CONTRACT.md). It
+ * Options:   -a ADDR, -p PORT, -q, -h, as the stages (CONTRIBUTING.md). It
  *            prints the same readiness line and ends with status 0 on
  *            SIGINT or SIGTERM.
  * Read:      man 7 epoll, man 2 epoll_ctl, man 2 epoll_wait.
