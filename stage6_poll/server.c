@@ -178,6 +178,38 @@ int take_signal(int fd)
 /* ---- setup --------------------------------------------------------------- */
 
 /*
+ * Sets the soft limit in *rl to want, or, where the system refuses that
+ * with EINVAL, to the highest value it accepts: macOS answers EINVAL above
+ * its own cap (kern.maxfilesperproc) even when the hard limit is
+ * "unlimited". Acceptance is a threshold, so a binary search between the
+ * limit in force and want finds it in a few calls (Redis steps down by 16
+ * instead). Returns the limit now in force.
+ */
+static rlim_t set_soft_limit(struct rlimit *rl, rlim_t want)
+{
+    rlim_t low = rl->rlim_cur, high = want; /* low works; high is to try */
+
+    rl->rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, rl) == 0)
+        return want;
+    if (errno != EINVAL) {
+        warn_errno(errno, "setrlimit RLIMIT_NOFILE to %llu (keeping %llu)",
+                   (unsigned long long)want, (unsigned long long)low);
+        rl->rlim_cur = low;
+        return low;
+    }
+    while (high - low > 1) {
+        rlim_t mid = low + (high - low) / 2;
+        rl->rlim_cur = mid;
+        if (setrlimit(RLIMIT_NOFILE, rl) == 0)
+            low = mid;
+        else
+            high = mid;
+    }
+    return low; /* the last call that succeeded set it */
+}
+
+/*
  * Every client is a descriptor, and the soft limit on descriptors (often
  * 1024) would stop the server long before memory does. A process may raise
  * its own soft limit up to the hard limit: do so (up to NOFILE_CAP). Returns
@@ -196,17 +228,14 @@ static unsigned long long raise_nofile_limit(void)
     if (want == RLIM_INFINITY || want > NOFILE_CAP)
         want = NOFILE_CAP;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
-        rlim_t was = rl.rlim_cur;
-        rl.rlim_cur = want;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
-            warn_errno(errno, "setrlimit RLIMIT_NOFILE to %llu (keeping %llu)",
-                       (unsigned long long)want, (unsigned long long)was);
+        rlim_t was = rl.rlim_cur, got = set_soft_limit(&rl, want);
+        if (got == was)
             return was;
-        }
         narrate("descriptor limit raised from %llu to %llu (RLIMIT_NOFILE: "
-                "the soft limit, up to the hard limit; see ulimit -n)",
-                (unsigned long long)was, (unsigned long long)want);
-        return want;
+                "the soft limit, up to the hard limit%s; see ulimit -n)",
+                (unsigned long long)was, (unsigned long long)got,
+                got < want ? ", as far as this system accepts" : "");
+        return got;
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > NOFILE_CAP)
         rl.rlim_cur = NOFILE_CAP;

@@ -913,6 +913,21 @@ check_setrlimit_fails() {
     assert_echoes_text
 }
 
+check_nofile_cap() {
+    # As on macOS: the hard limit allows 4096, but the system refuses a soft
+    # limit above 1000 (EINVAL). The server finds the highest it accepts.
+    FAIL_NOFILE_ABOVE=1000 NOFILE=64:4096 start_faulty_server "" "$1"
+    grep -qx "descriptor limit raised from 64 to 1000 (RLIMIT_NOFILE: the soft limit, up to the hard limit, as far as this system accepts; see ulimit -n)" "$SERVER_OUT"
+    grep -qE "^Max open files +1000 +4096 " "/proc/$SERVER_PID/limits"
+    [ ! -s "$SERVER_ERR" ]
+    assert_echoes_text
+}
+
+@test "stage6: where the system refuses a soft descriptor limit as high as the hard one (EINVAL, as macOS does), it steps down to the highest it accepts" {
+    skip_under_valgrind "valgrind keeps the top of the descriptor limit for itself and reports a lower RLIMIT_NOFILE"
+    for_each_server check_nofile_cap
+}
+
 @test "stage6: when the descriptor limit cannot be raised, it says so and serves within the old one" {
     skip_under_valgrind "valgrind keeps the top of the descriptor limit for itself and reports a lower RLIMIT_NOFILE"
     for_each_server check_setrlimit_fails

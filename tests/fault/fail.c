@@ -29,6 +29,10 @@
  * (In a sanitizer build, the sanitizer's own wrappers of these calls count
  * as the program's: they live in it, or call straight through.)
  *
+ * FAIL_NOFILE_ABOVE=N makes setrlimit(RLIMIT_NOFILE, ...) fail with EINVAL
+ * whenever it asks for a soft limit above N, as macOS's does above its own
+ * cap (kern.maxfilesperproc), however high the hard limit says it may go.
+ *
  * FAIL_PROGRAM=NAME, when set, keeps the rules for the program whose name
  * (the last part of its argv[0]) is NAME: every other process that inherits
  * the preload, such as the shell of a wrapper script or valgrind's launcher
@@ -186,6 +190,9 @@ static void parse_rule(const char *rule, size_t len, struct rule *r)
     }
 }
 
+/* FAIL_NOFILE_ABOVE, or 0 when not set. */
+static unsigned long long nofile_cap;
+
 /* Reads FAIL_CALL into rules[], once, when the library is loaded. Calls
  * made before (by the loader, or a sanitizer's start-up, which may come
  * before the environment is there to read) are never the program's own. */
@@ -193,11 +200,18 @@ __attribute__((constructor)) static void parse_rules(void)
 {
     const char *spec = getenv("FAIL_CALL");
     const char *only = getenv("FAIL_PROGRAM");
+    const char *cap = getenv("FAIL_NOFILE_ABOVE");
 
     parsed = true;
     /* glibc sets program_invocation_short_name from argv[0]. */
     if (only != NULL && strcmp(only, program_invocation_short_name) != 0)
         return;
+    if (cap != NULL) {
+        char *end;
+        nofile_cap = strtoull(cap, &end, 10);
+        if (end == cap || *end != '\0')
+            bad_rule(cap);
+    }
     while (spec != NULL && *spec != '\0') {
         size_t len = strcspn(spec, ",");
         if (nrules == MAX_RULES)
@@ -513,6 +527,11 @@ int setrlimit(__rlimit_resource_t resource, const struct rlimit *rl)
 
     if (failing("setrlimit", CALLER))
         return -1;
+    if (nofile_cap != 0 && resource == RLIMIT_NOFILE &&
+        rl->rlim_cur > nofile_cap) {
+        errno = EINVAL;
+        return -1;
+    }
     *(void **)&real = next("setrlimit");
     return real(resource, rl);
 }
