@@ -29,7 +29,8 @@ TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(wildcard tests/tools/*.c)
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
              -fno-omit-frame-pointer
 
-.PHONY: all run test check tools help clean diff lint valgrind coverage
+.PHONY: all run test check tools help clean diff lint valgrind coverage doctor
+.PHONY: arm64
 .PHONY: bench bench-quick
 all: $(PROGRAMS)
 ifeq ($(HAVE_EPOLL),)
@@ -68,19 +69,33 @@ $(FAULT_LIB): tests/fault/fail.c
 	$(CC) -std=gnu11 $(filter-out -Wpedantic,$(WARN_FLAGS)) $(CFLAGS) \
 	    -fPIC -shared -o $@ $< -ldl
 
-tools: $(TOOLS) $(FAULT_LIB)
+# The poll() stand-in (tests/fault/bsdpoll.c): poll() reports a half-closed
+# TCP connection as macOS does, for tests/stage6_hup.bats. GNU C, as above.
+BSDPOLL_LIB := $(BUILD)/tools/libbsdpoll.so
+$(BSDPOLL_LIB): tests/fault/bsdpoll.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(filter-out -Wpedantic,$(WARN_FLAGS)) $(CFLAGS) \
+	    -fPIC -shared -o $@ $< -ldl
 
-# ---- make bench: the load generator, the epoll reference, the numbers -------
-# tests/bench/: bench (the load generator), epoll_echo (the "where next"
-# reference server, not a stage), and two faulty builds of it that
-# tests/bench.bats runs to see the integrity check fail: broken_flip flips
-# byte 1000 of every echo stream, broken_cut echoes nothing after it. Built
-# with `make tools` too, since tests/bench.bats runs with the other suites.
+tools: $(TOOLS) $(FAULT_LIB) $(BSDPOLL_LIB)
+
+# ---- make bench: the load generator, the epoll baseline, the numbers -------
+# tests/bench/: bench (the load generator), epoll_echo (the baseline: an
+# independent hand-written epoll server, not a stage), pollcost (what one
+# poll() call costs over 10 to 10,000 descriptors, and one epoll_wait()),
+# and two faulty builds of epoll_echo that tests/bench.bats runs to see the
+# integrity check fail: broken_flip flips byte 1000 of every echo stream,
+# broken_cut echoes nothing after it. Built with `make tools` too, since
+# tests/bench.bats runs with the other suites.
 # `make bench BENCH_OUT=docs/bench` writes the committed copy of the results.
 BENCH_DIR := $(BUILD)/bench
 BENCH_OUT ?= $(BENCH_DIR)
-BENCH_PROGS := $(addprefix $(BENCH_DIR)/,bench epoll_echo broken_flip broken_cut)
-$(BENCH_DIR)/bench: tests/bench/bench.c
+# Rounds of make bench: round 1 of every server, then round 2, ...; the
+# table gives the median of each figure and its spread.
+BENCH_ROUNDS ?= 3
+BENCH_PROGS := $(addprefix $(BENCH_DIR)/,bench epoll_echo broken_flip \
+                   broken_cut pollcost)
+$(BENCH_DIR)/bench $(BENCH_DIR)/pollcost: $(BENCH_DIR)/%: tests/bench/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $<
 $(BENCH_DIR)/epoll_echo $(BENCH_DIR)/broken_flip $(BENCH_DIR)/broken_cut: \
@@ -92,13 +107,14 @@ BENCH_FAULT_broken_flip := -DFLIP_AT=1000
 BENCH_FAULT_broken_cut := -DCUT_AT=1000
 tools: $(BENCH_PROGS)
 
-# bench: every server through every case (about 2 minutes); the table is
-# printed and written with the CSV and the chart to BENCH_OUT.
+# bench: BENCH_ROUNDS rounds of every server through every case, then the
+# poll() cost curve (about 4 minutes with 3 rounds); the table is printed
+# and written with the CSVs and the chart to BENCH_OUT.
 bench: all $(BENCH_PROGS)
-	tests/bench/run $(BIN) $(BENCH_DIR) $(BENCH_OUT)
+	tests/bench/run -r $(BENCH_ROUNDS) $(BIN) $(BENCH_DIR) $(BENCH_OUT)
 
-# bench-quick: the same with small counts (under 30 s): checks that every
-# byte comes back from every server, never the timings (CI runs it).
+# bench-quick: one round with small counts (under a minute): checks that
+# every byte comes back from every server, never the timings (CI runs it).
 bench-quick: all $(BENCH_PROGS)
 	tests/bench/run -q $(BIN) $(BENCH_DIR) $(BENCH_DIR)/quick
 
@@ -122,8 +138,20 @@ run: all
 	    exit 1; \
 	fi
 
-test: all tools
+# make test asks tests/doctor first: without a compiler, make, Bats or nc
+# nothing below can run, and one line saying what to install beats dozens of
+# failures.
+test:
+	@tests/doctor --hard || { echo "make test: stopping: install what is" \
+	    "MISSING above (make doctor checks everything)"; \
+	    echo "0 passed, 1 failed"; exit 1; }
+	@$(MAKE) --no-print-directory all tools
 	tests/run
+
+# doctor: what the course and the tests need on this machine, and for each
+# missing or limited piece the line that fixes it.
+doctor:
+	@tests/doctor
 
 check:
 	$(MAKE) BUILD=build/sanitize BIN=build/sanitize/bin \
@@ -136,9 +164,10 @@ check:
 # Every C file and every shell file in the repository.
 C_FILES := $(wildcard stage*/*.c common/*.c tests/tools/*.c tests/*.c \
                      tests/fault/*.c tests/bench/*.c)
-H_FILES := $(wildcard common/*.h)
+H_FILES := $(wildcard common/*.h stage6_poll/*.h tests/darwin/*.h)
 BATS_FILES := $(wildcard tests/*.bats)
 SH_FILES := tests/helpers.bash tests/run tests/coverage tests/memcheck .ci/run \
+            tests/doctor tests/nc-flavour \
             tests/bench/run
 
 # lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck
@@ -212,6 +241,29 @@ coverage:
 	umask 0 && COVERAGE=1 STAGE_BIN=$(COV_DIR)/bin tests/run
 	tests/coverage $(COV_DIR) $(COVERAGE_FLOOR)
 
+# ---- arm64: the cross build, and the suites under qemu-user -------------------
+# arm64: builds every program for aarch64 (Debian: gcc-aarch64-linux-gnu),
+# warnings as errors like every build, then runs the stage suites against
+# those programs under qemu-aarch64 (Debian: qemu-user): build/arm64/qemu
+# holds one wrapper per program. The tests that need the fault library skip
+# there, since it is built for this machine (QEMU=1 tells them).
+ARM64_CC ?= aarch64-linux-gnu-gcc
+ARM64_SYSROOT ?= /usr/aarch64-linux-gnu
+ARM64_DIR := build/arm64
+ARM64_SUITES ?= tests/stage1.bats tests/stage2.bats tests/stage3.bats \
+                tests/stage4.bats tests/stage5.bats tests/stage6.bats
+arm64:
+	$(MAKE) CC=$(ARM64_CC) BUILD=$(ARM64_DIR) BIN=$(ARM64_DIR)/bin all
+	@$(MAKE) --no-print-directory tools
+	@rm -rf $(ARM64_DIR)/qemu && mkdir -p $(ARM64_DIR)/qemu
+	@for p in $$(ls $(ARM64_DIR)/bin); do \
+	    printf '#!/bin/sh\nexec qemu-aarch64 -L "%s" "%s" "$$@"\n' \
+	        "$(ARM64_SYSROOT)" "$(CURDIR)/$(ARM64_DIR)/bin/$$p" \
+	        >$(ARM64_DIR)/qemu/$$p; \
+	    chmod +x $(ARM64_DIR)/qemu/$$p; \
+	done
+	STAGE_BIN=$(ARM64_DIR)/qemu QEMU=1 WAIT_LIMIT=30 tests/run $(ARM64_SUITES)
+
 # What stage N adds to stage N-1, as a unified diff of the two programs.
 diff:
 	@n='$(STAGE)'; \
@@ -233,15 +285,17 @@ help:
 	@echo "make run     build and start the echo server (stage 6) on 127.0.0.1:6969"
 	@echo "             (make run PORT=0: on a port the kernel chooses)"
 	@echo "make test    build and run every Bats suite"
+	@echo "make doctor  check what the course and the tests need here, and say how to fix it"
 	@echo "make check   the same suites against an ASan + UBSan build"
 	@echo "make diff STAGE=N   what stage N adds to stage N-1 (N = 2..6)"
 	@echo "make lint    cppcheck, clang-tidy, shellcheck and the clang-format check"
 	@echo "make valgrind   the stage 6 suite with the servers under valgrind memcheck"
 	@echo "make coverage   the suites on a gcov build; line and branch table, 90% floor"
-	@echo "make bench   measure stages 4 to 6 and the epoll reference: table, CSV, chart"
+	@echo "make bench   measure stages 4 to 6 (poll, select, epoll) and the epoll baseline: table, CSV, chart"
 	@echo "             (make bench BENCH_OUT=docs/bench writes the committed copy)"
 	@echo "make bench-quick   the same, small and fast: checks every byte, not timings"
 	@echo "make CC=musl-gcc BUILD=build/musl BIN=build/musl/bin   the musl build"
+	@echo "make arm64   the aarch64 build, and the stage suites on it under qemu-user"
 	@echo "make clean   remove what the build made"
 	@echo "A stage also builds alone: cd stage2_bind && make"
 

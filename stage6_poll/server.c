@@ -657,12 +657,13 @@ void serve(struct server *srv, struct client *c, int ready, long long now)
         finish(srv, c, "left");
     /*
      * Hung up (POLLHUP, POLLERR) and nothing moved: nothing more will happen
-     * on this connection, unless bytes are still owed. On Linux POLLHUP
-     * means both directions are shut, and read() or write() has already
-     * said so. On the BSDs and macOS, poll() reports POLLHUP as soon as the
-     * peer only half-closed, often without POLLOUT: a client that is still
-     * owed its echo must then not be closed, but served until the bytes are
-     * delivered or a write fails.
+     * on this connection, unless bytes are still owed. On Linux (and the
+     * BSDs) POLLHUP means both directions are shut, and read() or write()
+     * has already said so. macOS's poll() reports POLLHUP, without POLLOUT,
+     * as soon as the peer has only half-closed (read in xnu's source, and
+     * tested with tests/fault/bsdpoll.c): a client still owed its echo must
+     * then not be closed, but served until the bytes are delivered or a
+     * write fails.
      */
     if ((ready & HUNG_UP) && moved == 0 && owed(c) == 0)
         finish(srv, c, "hung up");

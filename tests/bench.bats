@@ -7,6 +7,8 @@
 # connection's echo (broken_flip flips a bit of it, broken_cut echoes
 # nothing from it on). They are started here, on port 0, and stopped by
 # PID; the bench runs its quick cases with short windows against them.
+# Then pollcost (tests/bench/pollcost.c), the poll() cost curve: its rows,
+# and what it says when the descriptor limit cannot hold 10,000.
 # BENCH_BIN (default build/bench) says where those programs are.
 
 # shellcheck disable=SC2154 # stderr: set by Bats run --separate-stderr
@@ -64,6 +66,39 @@ bench_against() {
     [[ $status -eq 0 ]] || { echo "exit $status: $stderr"; return 1; }
     [[ ${lines[-1]} == "epoll_echo,hold-busy,200,10,64,,,,,,,0,,skipped" ]] ||
         { echo "last row: ${lines[-1]}"; return 1; }
+}
+
+@test "pollcost: a row for poll(), poll() with the ready one last and epoll_wait() at each N" {
+    [[ -x $BENCH/pollcost ]] || { echo "build/bench/pollcost is not built: run make tools"; return 1; }
+    run --separate-stderr timeout 60 "$BENCH/pollcost" -Q
+    [[ $status -eq 0 ]] || { echo "exit $status: $stderr"; return 1; }
+    [[ ${lines[0]} == "call,n,us_per_call,min_us,max_us,calls,note" ]] ||
+        { echo "header: ${lines[0]}"; return 1; }
+    # 3 calls x 4 sizes (epoll_wait is Linux's: 2 x 4 elsewhere).
+    local calls=3
+    [[ $(uname -s) == Linux ]] || calls=2
+    [[ ${#lines[@]} -eq $((1 + 4 * calls)) ]] || { echo "rows: $output"; return 1; }
+    # Every row has its figures, or says n/a (a descriptor limit too low for
+    # 10,000, which pollcost also says on stderr).
+    local row
+    for row in "${lines[@]:1}"; do
+        [[ $row =~ ^(poll|poll-ready-last|epoll_wait),(10|100|1000|10000),[0-9]+\.[0-9]{3},[0-9.]+,[0-9.]+,[0-9]+,$ ||
+            $row =~ ,,,,,n/a:\ the\ descriptor\ limit ]] || { echo "row: $row"; return 1; }
+    done
+    [[ $output == *"poll,10,"[0-9]* ]] || { echo "no poll over 10: $output"; return 1; }
+}
+
+@test "pollcost: with a hard limit too low for 10,000 it says so, measures what fits and exits 0" {
+    [[ -x $BENCH/pollcost ]] || { echo "build/bench/pollcost is not built: run make tools"; return 1; }
+    # Bats runs the function in a subshell: the limit stays there.
+    low_limit() { ulimit -n 600 && timeout 60 "$BENCH/pollcost" -Q; }
+    run --separate-stderr low_limit
+    [[ $status -eq 0 ]] || { echo "exit $status: $stderr"; return 1; }
+    [[ $stderr == *"pollcost: the descriptor limit is 600 (the hard limit)"* ]] ||
+        { echo "stderr: $stderr"; return 1; }
+    [[ $output == *"poll,100,"[0-9]* ]] || { echo "no poll over 100: $output"; return 1; }
+    [[ $output == *"poll,1000,,,,,n/a: the descriptor limit (600) is too low"* ]] ||
+        { echo "no n/a row for 1000: $output"; return 1; }
 }
 
 @test "bench: bad usage exits 2 with the usage line" {
