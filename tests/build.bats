@@ -104,3 +104,67 @@ copy_tree() {
     [ "$status" -ne 0 ]
     [[ $output == *"make run: PORT must be a number from 0 to 65535, e.g. make run PORT=0"* ]]
 }
+
+# darwin_build [UNAME]: builds every program in the copied tree as macOS
+# would see it (tests/darwin/emulate.h: Darwin's feature-test rules, from
+# reading Apple's headers), with the flags common/flags.mk chooses when
+# uname -s says UNAME (default Darwin); no epoll there.
+darwin_build() {
+    run make -C "$TREE" UNAME_S="${1:-Darwin}" HAVE_EPOLL= \
+        CFLAGS="-O0 -include $TREE/tests/darwin/emulate.h -U__linux__" all
+}
+
+@test "build: every program compiles under Darwin's feature-test rules (emulated), with the flags chosen for macOS" {
+    copy_tree
+    darwin_build
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ -x "$TREE/bin/stage6_select" ] && [ ! -e "$TREE/bin/stage6_epoll" ]
+    [[ $output == *"stage6_epoll not built"* ]]
+}
+
+@test "build: without _DARWIN_C_SOURCE, a name Darwin hides under _POSIX_C_SOURCE (INADDR_LOOPBACK) fails the emulated macOS build, by name" {
+    copy_tree
+    darwin_build Linux
+    [ "$status" -ne 0 ]
+    [[ $output == *'poisoned "INADDR_LOOPBACK"'* ]]
+}
+
+# path_without NAME: a folder of links to every program on PATH but NAME,
+# for a PATH on which NAME is missing; prints the folder.
+path_without() {
+    local dir=$BATS_TEST_TMPDIR/path-without-$1 d f
+    mkdir -p "$dir"
+    local IFS=:
+    for d in $PATH; do
+        for f in "$d"/*; do
+            [[ -x $f && ${f##*/} != "$1" && ! -e $dir/${f##*/} ]] &&
+                ln -s "$f" "$dir/${f##*/}"
+        done
+    done
+    echo "$dir"
+}
+
+@test "build: make test with no nc on PATH stops at once with one line saying what to install, not dozens of failures" {
+    local dir t0
+    copy_tree
+    dir=$(path_without nc)
+    t0=$SECONDS
+    run env PATH="$dir" make -C "$TREE" test
+    echo "$output"
+    [ "$status" -ne 0 ]
+    ((SECONDS - t0 < 30))
+    [[ $output == *"MISSING  nc "*"fix: "* ]]
+    [[ $output == *"make test: stopping"* ]]
+    [[ $output == *"0 passed, 1 failed"* ]]
+    [[ $output != *"not ok"* ]]
+}
+
+@test "build: make doctor reports every check and exits 0 on a machine with what the tests need" {
+    run make -s -C "$ROOT" doctor
+    echo "$output"
+    [ "$status" -eq 0 ]
+    local name
+    for name in compiler make bats nc machine nofile; do
+        [[ $output == *"ok       $name "* ]] || { echo "no ok line for $name"; false; }
+    done
+}
