@@ -701,9 +701,8 @@ void step(const char *fmt, ...)
  * functions (POSIX): so its lines are written out beforehand, by
  * exit_on_signals, and handed over as atomic pointers and lengths.
  */
-#if ATOMIC_POINTER_LOCK_FREE != 2 || ATOMIC_INT_LOCK_FREE != 2
-#error "the signal handler needs lock-free atomic pointers and ints"
-#endif
+_Static_assert(ATOMIC_POINTER_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
+               "the signal handler needs lock-free atomic pointers and ints");
 static char line_int[96], line_term[96];
 static _Atomic(const char *) say_int, say_term;
 static atomic_int say_int_len, say_term_len;

@@ -10,18 +10,24 @@
  * sleeps, so even with nothing to do the process keeps one CPU at 100%.
  * Stage 6 keeps the non-blocking sockets and lets poll() do the waiting.
  *
+ * Options: -m (clients at once); -N leaves Nagle's algorithm on, to compare
+ * (F46: every client gets TCP_NODELAY otherwise, as in stage 4).
+ *
  * Run it:    bin/stage5_nonblock
  * Watch it:  `nc 127.0.0.1 6969` in two terminals: both are echoed at once.
  *            `top -p PID` while nobody sends: 100% CPU. The narration counts
  *            the idle spin every second. `grep flags /proc/PID/fdinfo/3`: the
  *            04000 bit is O_NONBLOCK. `strace -c -p PID` for a second: a
  *            storm of accept() and read() calls failing with EAGAIN.
- * Read:      man 2 fcntl, man 2 accept (EAGAIN), man 7 socket, man 3 errno
+ * Read:      man 2 fcntl, man 2 accept (EAGAIN), man 7 socket, man 3 errno,
+ *            man 7 tcp (TCP_NODELAY)
  */
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,19 +60,29 @@ struct spin {
     long long moved;           /* bytes echoed */
 };
 
+/* The stage's own options. */
+struct settings {
+    unsigned long maxclients; /* -m */
+    bool nagle;               /* -N: leave Nagle's algorithm on */
+};
+
 static const struct stage_option own_options[] = {
     {'m', "MAXCLIENTS",
      "clients served at once; one more is closed at once "
      "(default 1000)"},
+    {'N', NULL,
+     "keep Nagle's algorithm: do not set TCP_NODELAY on clients (F46)"},
     {0, NULL, NULL},
 };
 
 static const char *set_option(char letter, const char *arg, void *ctx)
 {
-    unsigned long *maxclients = ctx;
+    struct settings *s = ctx;
 
-    if (letter == 'm' && parse_number(arg, 1, 1000000, maxclients) == -1)
+    if (letter == 'm' && parse_number(arg, 1, 1000000, &s->maxclients) == -1)
         return "a whole number from 1 to 1000000";
+    if (letter == 'N')
+        s->nagle = true;
     return NULL;
 }
 
@@ -119,12 +135,14 @@ static bool accept_error_is_exhaustion(int err)
 
 /* Takes every connection waiting in the queue, until accept() says EAGAIN.
  * A client over the -m limit is closed at once: it sees end of stream at
- * once instead of hanging, and the others are not affected. */
+ * once instead of hanging, and the others are not affected. With nodelay,
+ * each client gets TCP_NODELAY. */
 static void accept_all(int listener, struct client **clients, size_t *count,
-                       size_t max, struct spin *spin)
+                       size_t max, bool nodelay, struct spin *spin)
 {
     static time_t last_warned; /* exhaustion repeats every round: once a
                                   second is enough to tell */
+    int on = 1;
 
     for (;;) {
         struct sockaddr_storage peer;
@@ -172,6 +190,16 @@ static void accept_all(int listener, struct client **clients, size_t *count,
                 warn_errno(errno, "close fd %d", fd);
             continue;
         }
+        /* Nagle's algorithm holds back a small segment while an earlier
+         * one is unacknowledged, and the client delays its ACK hoping to
+         * send it along with data of its own: the second of two small
+         * echoes can wait for that delayed ACK, tens of milliseconds each
+         * time (F46). An echo server writes back what it read as soon as it
+         * has it, and has nothing to add, so it turns Nagle off. A failure
+         * costs only speed: the client is served all the same. */
+        if (nodelay &&
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
+            warn_errno(errno, "TCP_NODELAY on fd %d (going on without)", fd);
         c = calloc(1, sizeof *c);
         if (c == NULL) {
             warn_errno(errno, "calloc for a client; closing fd %d", fd);
@@ -276,7 +304,7 @@ static void report_spin(struct spin *spin, struct timespec *since)
 
 int main(int argc, char **argv)
 {
-    unsigned long maxclients = DEFAULT_MAXCLIENTS;
+    struct settings set = {DEFAULT_MAXCLIENTS, false};
     const struct stage_info info = {
         .name = "stage5_nonblock",
         .summary = "an echo server for every client at once, by trying every "
@@ -285,7 +313,7 @@ int main(int argc, char **argv)
                     OPT_NOREUSE,
         .extra = own_options,
         .on_extra = set_option,
-        .ctx = &maxclients,
+        .ctx = &set,
     };
     struct options opt;
     struct sockaddr_storage addr;
@@ -367,22 +395,28 @@ int main(int argc, char **argv)
         die("fcntl O_NONBLOCK on fd %d", fd);
     ready_line("listening on", (struct sockaddr *)&addr, addrlen);
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
-    clients = calloc(maxclients, sizeof *clients);
+    clients = calloc(set.maxclients, sizeof *clients);
     if (clients == NULL)
-        die("calloc for %lu clients", maxclients);
+        die("calloc for %lu clients", set.maxclients);
+    if (set.nagle)
+        narrate("-N: Nagle's algorithm stays on: a small echo may wait for "
+                "the client's delayed ACK");
+    else
+        narrate("TCP_NODELAY on every client: an echo goes out at once, not "
+                "held back by Nagle's algorithm (-N keeps it)");
     port = addr_for_clients((struct sockaddr *)&addr, host, sizeof host);
     narrate("try: nc %s %u in two terminals: both are echoed at once; then "
             "watch this process in top: 100%% CPU while nobody sends",
             host, port);
-    narrate("client limit (-m): %lu; stop with Ctrl-C or: kill %ld", maxclients,
-            (long)getpid());
+    narrate("client limit (-m): %lu; stop with Ctrl-C or: kill %ld",
+            set.maxclients, (long)getpid());
     if (clock_gettime(CLOCK_MONOTONIC, &since) == -1)
         die("clock_gettime");
 
     /* The busy loop: try everything, never sleep. */
     for (;;) {
         spin.rounds++;
-        accept_all(fd, clients, &count, maxclients, &spin);
+        accept_all(fd, clients, &count, set.maxclients, !set.nagle, &spin);
         for (size_t i = 0; i < count; i++)
             serve(clients[i], &spin);
         close_finished(clients, &count);

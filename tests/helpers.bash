@@ -546,6 +546,8 @@ fd_count_is() {
 start_server_limited() {
     local limit=$1 prog=$2 dir=$BATS_TEST_TMPDIR/limited
     shift 2
+    [[ -z ${QEMU:-} ]] ||
+        skip "under qemu-user: the emulator needs descriptors of its own under the limit"
     mkdir -p "$dir"
     printf '#!/bin/sh\nexec prlimit --nofile=%s "%s" "$@"\n' \
         "$limit" "$BIN/$prog" >"$dir/$prog"
@@ -558,6 +560,14 @@ start_server_limited() {
 # changes (descriptor numbers, the descriptor limit) skips, saying why.
 skip_under_valgrind() {
     [[ -z ${VALGRIND:-} ]] || skip "under valgrind: $1"
+}
+
+# skip_under_qemu: skips a test that needs the fault library (make arm64
+# runs the suites with QEMU=1 against binaries for another architecture,
+# which a preload library built for this machine cannot reach).
+skip_under_qemu() {
+    [[ -z ${QEMU:-} ]] ||
+        skip "under qemu-user: the fault library is built for this machine, not for the emulated program"
 }
 
 # hard_nofile_at_least N: the hard descriptor limit allows N (for a skip).
@@ -646,6 +656,7 @@ fault_env() {
 run_with_faults() {
     local rules=$1 prog=$2 vars
     shift 2
+    skip_under_qemu
     read -r -a vars <<<"$(fault_env "$rules" "$prog")"
     # env sets the preload for the program only, not for timeout.
     run --separate-stderr timeout "$WAIT_LIMIT" env "${vars[@]}" "$BIN/$prog" "$@"
@@ -657,6 +668,7 @@ run_with_faults() {
 start_faulty_server() {
     local rules=$1 prog=$2 dir=$BATS_TEST_TMPDIR/faulty limit=""
     shift 2
+    skip_under_qemu
     [[ -z ${NOFILE:-} ]] || limit="prlimit --nofile=$NOFILE"
     mkdir -p "$dir"
     printf '#!/bin/sh\nexec env %s %s "%s" "$@"\n' \
@@ -688,4 +700,78 @@ assert_exits_with() {
     wait "$SERVER_PID" || rc=$?
     [[ $rc -eq $1 ]] || { echo "exit $rc, want $1: $(cat "$SERVER_ERR")"; return 1; }
     [[ $(cat "$SERVER_ERR") == "$2" ]] || { echo "stderr: $(cat "$SERVER_ERR")"; return 1; }
+}
+
+# ---- the system calls a server makes (strace) ----------------------------------
+
+# start_traced_server CALLS PROGRAM [ARGS...]: start_server, with the program
+# run under strace -f, which writes the calls in CALLS (strace's -e trace=
+# list, e.g. setsockopt) to TRACE_OUT. strace starts the program as its
+# child, which works where attaching to a running process is refused
+# (kernel.yama.ptrace_scope). SERVER_PID is the program's own PID, TRACER_PID
+# strace's; both are stopped in teardown. Skips the test where there is no
+# strace or it cannot trace at all (a container that forbids ptrace).
+start_traced_server() {
+    local calls=$1 prog=$2 dir=$BATS_TEST_TMPDIR/traced
+    shift 2
+    command -v strace >/dev/null 2>&1 || skip "no strace here"
+    strace -f -qq -o /dev/null -e trace=none true 2>/dev/null ||
+        skip "strace cannot trace here"
+    TRACE_OUT=$(mktemp "$BATS_TEST_TMPDIR/$prog.trace.XXXXXX")
+    mkdir -p "$dir"
+    # LeakSanitizer cannot run under ptrace: a sanitizer build would fail at
+    # exit for that alone (its other checks stay on).
+    printf '#!/bin/sh\nASAN_OPTIONS=%s exec strace -f -qq -o "%s" -e trace=%s "%s" "$@"\n' \
+        "${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" "$TRACE_OUT" "$calls" \
+        "$BIN/$prog" >"$dir/$prog"
+    chmod +x "$dir/$prog"
+    BIN=$dir start_server "$prog" "$@" || return 1
+    TRACER_PID=$SERVER_PID
+    SERVER_PID=$(pgrep -P "$TRACER_PID") ||
+        { echo "no program under strace $TRACER_PID"; return 1; }
+    STARTED_PIDS+=("$SERVER_PID")
+}
+
+# stop_traced_server: stops the program of start_traced_server with SIGTERM
+# and waits for strace to end, so that TRACE_OUT holds every call; fails
+# unless the program's status (which strace passes on as its own) is 0.
+stop_traced_server() {
+    local rc=0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait_until "$WAIT_LIMIT" has_exited "$TRACER_PID" ||
+        { echo "strace and its program did not end"; return 1; }
+    wait "$TRACER_PID" || rc=$?
+    [[ $rc == 0 ]] || { echo "exit status: $rc"; return 1; }
+}
+
+# assert_nodelay PROGRAM: TCP_NODELAY is set on every client by default (two
+# in turn, each on fd 4), and not at all with -N (F46), as strace sees the
+# program's setsockopt calls.
+assert_nodelay() {
+    start_traced_server setsockopt "$1" -q
+    assert_echoes_text || return 1
+    assert_echoes_text || return 1
+    stop_traced_server || return 1
+    [[ $(grep -cE '^[0-9]+ +setsockopt\(4, SOL_TCP, TCP_NODELAY, \[1\], 4\) = 0$' "$TRACE_OUT") == 2 ]] ||
+        { echo "want TCP_NODELAY on fd 4 twice: $(cat "$TRACE_OUT")"; return 1; }
+    start_traced_server setsockopt "$1" -q -N
+    assert_echoes_text || return 1
+    assert_echoes_text || return 1
+    stop_traced_server || return 1
+    # The trace saw the listener's call; it has none for TCP_NODELAY.
+    grep -q 'setsockopt(3, SOL_SOCKET, SO_REUSEADDR, \[1\], 4) = 0' "$TRACE_OUT" ||
+        { echo "no SO_REUSEADDR in the trace: $(cat "$TRACE_OUT")"; return 1; }
+    if grep -q TCP_NODELAY "$TRACE_OUT"; then
+        echo "-N, and still TCP_NODELAY: $(cat "$TRACE_OUT")"
+        return 1
+    fi
+}
+
+# assert_nodelay_fails PROGRAM: setsockopt call 2 (call 1 is the listener's
+# SO_REUSEADDR) is the first client's TCP_NODELAY; made to fail (EIO), it is
+# reported and the client is still echoed.
+assert_nodelay_fails() {
+    start_faulty_server setsockopt@2 "$1" -q
+    assert_echoes_text || return 1
+    assert_warned "$1: TCP_NODELAY on fd 4 (going on without): EIO (Input/output error)"
 }

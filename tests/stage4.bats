@@ -1,16 +1,59 @@
 #!/usr/bin/env bats
-# stage4_accept: an iterative, blocking echo server (CURRICULUM F21 to F27).
+# stage4_accept: an iterative, blocking echo server (CURRICULUM F21 to F29,
+# and F46 through TCP_NODELAY).
 
 load helpers
 
-@test "stage4: -h prints the usage to stdout and exits 0" {
-    assert_help stage4_accept
+# client_port: the port of the first client (on fd 4), from the narration.
+client_port() {
+    local line
+    line=$(grep -m 1 -E '^client 127\.0\.0\.1:[0-9]+ connected on fd 4;' "$SERVER_OUT")
+    line=${line#client 127.0.0.1:}
+    echo "${line%% *}"
 }
 
-@test "stage4: bad ports, addresses and backlogs exit 2" {
+# keepalive_timer: what ss says of the timer on the server's side of the
+# first client's connection (Bats run: in output).
+keepalive_timer() {
+    run ss -Htno state established "sport = :$PORT and dport = :$(client_port)"
+}
+
+# assert_keepalive_timer IDLE: ss shows a keepalive timer on the server's
+# side, due within IDLE seconds (the system-wide default is two hours).
+# (Some versions of ss write its seconds as "6.984ms".)
+assert_keepalive_timer() {
+    keepalive_timer
+    [[ $output =~ timer:\(keepalive,([0-9]+)(\.[0-9]+)?(sec|ms), ]] ||
+        { echo "ss: $output"; return 1; }
+    ((BASH_REMATCH[1] < $1)) || { echo "ss: $output"; return 1; }
+}
+
+# in_server_net COMMAND [ARGS...]: runs COMMAND in the server's network
+# namespace (for a server started in one of its own).
+in_server_net() {
+    nsenter --net="/proc/$SERVER_PID/ns/net" "$@"
+}
+
+@test "stage4: -h prints the usage to stdout and exits 0, listing -k, -L and -N" {
+    assert_help stage4_accept
+    [[ $output == *"-k IDL,INT,CNT"* ]]
+    [[ $output == *"-L "* ]]
+    [[ $output == *"-N "* ]]
+}
+
+@test "stage4: bad ports, addresses, backlogs and -k values exit 2" {
+    local v
     assert_bad_ports stage4_accept
     assert_bad_addresses stage4_accept
     assert_usage_error stage4_accept -b 0
+    for v in "" 1 1,2 1,2,3,4 0,1,1 1,0,1 1,1,0 1,1,128 32768,1,1 a,b,c 1,,1 " 1,1,1"; do
+        assert_usage_error stage4_accept -k "$v"
+        # shellcheck disable=SC2154 # stderr_lines: set by Bats run in the helper
+        [[ ${stderr_lines[0]} == "stage4_accept: -k $v: three whole numbers IDL,INT,CNT: seconds (1 to 32767), seconds (1 to 32767), probes (1 to 127)" ]] ||
+            { echo "reason: ${stderr_lines[0]}"; false; }
+    done
+    # Longer than any valid value (64 characters and more).
+    assert_usage_error stage4_accept -k "1,1,$(printf '%070d' 1)"
 }
 
 @test "stage4: -p 0 listens on a port the kernel chose, shown in the readiness line" {
@@ -120,6 +163,136 @@ load helpers
     wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") == 1))'
 }
 
+# half_close TEXT: python3 sends TEXT to the server, shuts down its sending
+# side and reads until the server closes; prints what came back and how the
+# reading ended: "then end of stream" (a FIN) or "then reset" (an RST). nc
+# cannot tell the two apart, and may drop an echo that a reset follows.
+half_close() {
+    timeout "$WAIT_LIMIT" python3 - "$PORT" "$1" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.argv[2].encode())
+s.shutdown(socket.SHUT_WR)
+got = b""
+try:
+    while True:
+        data = s.recv(65536)
+        if not data:
+            print(repr(got), "then end of stream")
+            break
+        got += data
+except ConnectionResetError:
+    print(repr(got), "then reset")
+PY
+}
+
+@test "stage4 -L F27/F28: a client that half-closes first keeps TIME_WAIT; with SO_LINGER 0 the server resets instead, and neither side does" {
+    command -v python3 >/dev/null 2>&1 || skip "needs python3"
+    # Without -L: the client's shutdown sends the first FIN, so its side
+    # waits in TIME_WAIT (F27). The client ends only once the server has
+    # closed, and by then the record is made.
+    start_server_fresh_port stage4_accept -q
+    run half_close $'hello\n'
+    [ "$output" = "b'hello\n' then end of stream" ]
+    [ "$(count_sockets time-wait "dport = :$PORT")" -eq 1 ]
+    [ "$(count_sockets time-wait "sport = :$PORT")" -eq 0 ]
+    # With -L the server's close is a reset: the echo, already delivered,
+    # is still read, and no TIME_WAIT on either side (F28).
+    start_server_fresh_port stage4_accept -q -L
+    run half_close $'hello\n'
+    [ "$output" = "b'hello\n' then reset" ]
+    [ "$(count_sockets time-wait "sport = :$PORT or dport = :$PORT")" -eq 0 ]
+}
+
+@test "stage4 -k F29: TCP keepalive is on, with its idle time, only when asked" {
+    start_server stage4_accept -k 7,3,2
+    grep -qx "keepalive: the first probe after 7 s of silence (TCP_KEEPIDLE)" "$SERVER_OUT"
+    open_held_client ka
+    printf 'x\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/ka.out" x
+    assert_keepalive_timer 7
+    exec 6>&-
+    # Without -k, no keepalive timer.
+    start_server stage4_accept
+    grep -q "^keepalive off (-k turns it on)" "$SERVER_OUT"
+    open_held_client plain
+    printf 'x\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/plain.out" x
+    keepalive_timer
+    [[ -n $output && $output != *keepalive* ]]
+    exec 6>&-
+}
+
+@test "stage4 -k F29: every client gets SO_KEEPALIVE and the three knobs with the values asked" {
+    start_traced_server setsockopt stage4_accept -q -k 7,3,2
+    assert_echoes_text
+    stop_traced_server
+    grep -q 'setsockopt(4, SOL_SOCKET, SO_KEEPALIVE, \[1\], 4) = 0' "$TRACE_OUT"
+    grep -q 'setsockopt(4, SOL_TCP, TCP_KEEPIDLE, \[7\], 4) = 0' "$TRACE_OUT"
+    grep -q 'setsockopt(4, SOL_TCP, TCP_KEEPINTVL, \[3\], 4) = 0' "$TRACE_OUT"
+    grep -q 'setsockopt(4, SOL_TCP, TCP_KEEPCNT, \[2\], 4) = 0' "$TRACE_OUT"
+}
+
+@test "stage4 -k F29: a client that vanishes without a word no longer holds the server: read() fails with ETIMEDOUT, and the next client is served" {
+    local dir=$BATS_TEST_TMPDIR/netns
+    command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 &&
+        command -v ip >/dev/null 2>&1 || skip "needs unshare, nsenter and ip"
+    unshare --net true 2>/dev/null ||
+        skip "cannot make a network namespace here (needs root or user namespaces)"
+    # The server in a network namespace of its own: once its loopback is
+    # down, nothing gets through, as if the client's machine were unplugged.
+    mkdir -p "$dir"
+    # shellcheck disable=SC2016 # $0 and $@ are for the wrapper's sh
+    printf '#!/bin/sh\nexec unshare --net sh -c %s "%s" "$@"\n' \
+        "'ip link set lo up && exec \"\$0\" \"\$@\"'" "$BIN/stage4_accept" >"$dir/stage4_accept"
+    chmod +x "$dir/stage4_accept"
+    BIN=$dir start_server stage4_accept -k 1,1,2
+    mkfifo "$BATS_TEST_TMPDIR/gone.fifo"
+    exec 6<>"$BATS_TEST_TMPDIR/gone.fifo"
+    spawn nsenter --net="/proc/$SERVER_PID/ns/net" nc -N 127.0.0.1 "$PORT" \
+        <"$BATS_TEST_TMPDIR/gone.fifo" >"$BATS_TEST_TMPDIR/gone.out"
+    printf 'x\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/gone.out" x
+    in_server_net ip link set lo down
+    # 1 s of silence, then 2 probes 1 s apart without an answer: 3 s or so.
+    wait_until "$WAIT_LIMIT" grep -qE "^stage4_accept: read from 127\.0\.0\.1:[0-9]+ on fd 4: ETIMEDOUT" "$SERVER_ERR"
+    wait_until "$WAIT_LIMIT" grep -q "on fd 4 ended by an error: 2 bytes echoed" "$SERVER_OUT"
+    # The server is back in accept(): the next client is echoed.
+    in_server_net ip link set lo up
+    run in_server_net sh -c "printf 'next\n' | timeout $WAIT_LIMIT nc -N 127.0.0.1 $PORT"
+    [ "$output" = next ]
+    exec 6>&-
+}
+
+@test "stage4 -k: where TCP_KEEPIDLE is missing and TCP_KEEPALIVE stands for it (macOS's spelling, emulated), the idle time is set with TCP_KEEPALIVE and said so" {
+    local dir=$BATS_TEST_TMPDIR/darwin
+    command -v cc >/dev/null 2>&1 || skip "needs cc"
+    mkdir -p "$dir"
+    # A header read before the program's own: Linux's idle-time option under
+    # macOS's name, with the same number, so the kernel still applies it.
+    printf '%s\n' '#include <netinet/tcp.h>' \
+        'enum { linux_keepidle = TCP_KEEPIDLE };' '#undef TCP_KEEPIDLE' \
+        '#define TCP_KEEPALIVE linux_keepidle' >"$dir/darwin.h"
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wpedantic -Werror \
+        -include "$dir/darwin.h" -I"$ROOT/common" -o "$dir/stage4_accept" \
+        "$ROOT/stage4_accept/stage4_accept.c" "$ROOT/common/common.c"
+    BIN=$dir start_server stage4_accept -k 7,3,2
+    grep -qx "keepalive: the first probe after 7 s of silence (TCP_KEEPALIVE, this system's TCP_KEEPIDLE)" "$SERVER_OUT"
+    grep -qx "keepalive: then a probe every 3 s (TCP_KEEPINTVL)" "$SERVER_OUT"
+    # It claims no knob is missing.
+    run grep -c "has no\|has neither" "$SERVER_OUT"
+    [ "$output" = 0 ]
+    open_held_client ka
+    printf 'x\n' >&6
+    wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/ka.out" x
+    assert_keepalive_timer 7
+    exec 6>&-
+}
+
+@test "stage4 F46: TCP_NODELAY is set on every client, and not with -N" {
+    assert_nodelay stage4_accept
+}
+
 @test "stage4 F30: while no client comes, the server sleeps in accept(): blocking, no CPU" {
     start_server stage4_accept -q
     local flags
@@ -190,4 +363,28 @@ load helpers
 
 @test "stage4 F38: write() and close() failing on one client end only that client, saying so; the next is echoed" {
     assert_write_and_close_fail stage4_accept
+}
+
+@test "stage4 F38: TCP_NODELAY or a keepalive option failing on a new client is reported, and the client is still served" {
+    local n
+    assert_nodelay_fails stage4_accept
+    stop_all
+    # -k: setsockopt call 1 is SO_REUSEADDR, 2 the client's TCP_NODELAY; 3
+    # to 6 set its keepalive (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL,
+    # TCP_KEEPCNT).
+    for n in 3 4 5 6; do
+        start_faulty_server "setsockopt@$n" stage4_accept -q -k 60,10,5
+        assert_echoes_text
+        assert_warned "stage4_accept: keepalive on fd 4 (going on without): EIO (Input/output error)"
+        stop_all
+    done
+}
+
+@test "stage4 F38: setsockopt(SO_LINGER) failing at close (-L) is reported, and the client still has its whole echo" {
+    # setsockopt call 3 is the first client's SO_LINGER, at its close (1 is
+    # SO_REUSEADDR, 2 the client's TCP_NODELAY), which is then an ordinary
+    # close (FIN).
+    start_faulty_server setsockopt@3 stage4_accept -q -L
+    assert_echoes_text
+    assert_warned "stage4_accept: setsockopt SO_LINGER on fd 4: EIO (Input/output error)"
 }

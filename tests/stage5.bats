@@ -1,12 +1,14 @@
 #!/usr/bin/env bats
 # stage5_nonblock: every client at once with non-blocking sockets, and the
-# CPU a loop that never sleeps burns (CURRICULUM F30 to F32).
+# CPU a loop that never sleeps burns (CURRICULUM F30 to F32, and F46 through
+# TCP_NODELAY).
 
 load helpers
 
-@test "stage5: -h prints the usage to stdout and exits 0, listing -m" {
+@test "stage5: -h prints the usage to stdout and exits 0, listing -m and -N" {
     assert_help stage5_nonblock
     [[ $output == *"-m MAXCLIENTS"* ]]
+    [[ $output == *"-N "* ]]
 }
 
 @test "stage5: bad ports, addresses, backlogs and -m values exit 2" {
@@ -78,6 +80,10 @@ load helpers
     ((rounds > 1000 && eagain >= rounds))
 }
 
+@test "stage5 F46: TCP_NODELAY is set on every client, and not with -N" {
+    assert_nodelay stage5_nonblock
+}
+
 @test "stage5 -m 1: a client over the limit is closed at once; the first keeps working" {
     assert_max_one_client stage5_nonblock
 }
@@ -146,6 +152,10 @@ load helpers
     assert_warned "stage5_nonblock: fcntl O_NONBLOCK on fd 4: EIO (Input/output error)"
     assert_warned "stage5_nonblock: close fd 4: EIO (Input/output error)"
     assert_echoes_text
+}
+
+@test "stage5 F38: TCP_NODELAY failing on a new client is reported, and the client is still served" {
+    assert_nodelay_fails stage5_nonblock
 }
 
 @test "stage5: out of memory for the client list, it exits 1; for one client, that client is closed and the next echoed" {

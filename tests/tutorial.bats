@@ -684,6 +684,18 @@ need_sysctl() {
     check_text l4-reset-read "$SERVER_OUT"
 }
 
+@test "tutorial: lesson 4 F28, -L: the echo, then a reset, and no TIME_WAIT" {
+    need python3 ss
+    # The text shows the port with no TIME_WAIT record: it must start with none.
+    start_server_fresh_port stage4_accept -q -L
+    check_block l4-linger-reset --port 40415
+}
+
+@test "tutorial: lesson 4 F29, the narration of -k" {
+    start_narrating stage4_accept -k 2,1,3
+    check_text l4-keepalive-narration "$SERVER_OUT"
+}
+
 # ---- lesson 5 ------------------------------------------------------------------
 
 @test "tutorial: lesson 5, two clients at once, as terminal A tells it" {
