@@ -435,6 +435,14 @@ int main(int argc, char **argv)
             setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
             warn_errno(errno, "TCP_NODELAY on fd %d (going on without)",
                        client);
+        /* Urgent data (send() with MSG_OOB) is one byte marked inside the
+         * stream; unless SO_OOBINLINE is set, the kernel takes it out of
+         * the stream and read() never sees it: the echo would silently
+         * lose it. RFC 6093 asks applications that may receive it to keep
+         * it in line (F45). */
+        if (setsockopt(client, SOL_SOCKET, SO_OOBINLINE, &on, sizeof on) == -1)
+            warn_errno(errno, "SO_OOBINLINE on fd %d (going on without)",
+                       client);
         /* A client that vanishes without a word (power cut, cable pulled)
          * sends neither FIN nor RST: without keepalive the read() below
          * would wait for it for ever, and every other client with it. */

@@ -200,6 +200,10 @@ static void accept_all(int listener, struct client **clients, size_t *count,
         if (nodelay &&
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1)
             warn_errno(errno, "TCP_NODELAY on fd %d (going on without)", fd);
+        /* Urgent data (MSG_OOB) stays in the stream, in its place, only
+         * with SO_OOBINLINE; without it the echo would lose it (F45). */
+        if (setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &on, sizeof on) == -1)
+            warn_errno(errno, "SO_OOBINLINE on fd %d (going on without)", fd);
         c = calloc(1, sizeof *c);
         if (c == NULL) {
             warn_errno(errno, "calloc for a client; closing fd %d", fd);

@@ -771,7 +771,68 @@ assert_nodelay() {
 # SO_REUSEADDR) is the first client's TCP_NODELAY; made to fail (EIO), it is
 # reported and the client is still echoed.
 assert_nodelay_fails() {
+    local fd=${2:-4}
     start_faulty_server setsockopt@2 "$1" -q
     assert_echoes_text || return 1
-    assert_warned "$1: TCP_NODELAY on fd 4 (going on without): EIO (Input/output error)"
+    assert_warned "$1: TCP_NODELAY on fd $fd (going on without): EIO (Input/output error)" || return 1
+    stop_all
+    # Call 3 is its SO_OOBINLINE: the client is served all the same.
+    start_faulty_server setsockopt@3 "$1" -q
+    assert_echoes_text || return 1
+    assert_warned "$1: SO_OOBINLINE on fd $fd (going on without): EIO (Input/output error)"
+}
+
+# assert_urgent_echoed PROGRAM: a byte sent as urgent data (MSG_OOB) between
+# two ordinary ones comes back in its place (SO_OOBINLINE, F45).
+assert_urgent_echoed() {
+    command -v python3 >/dev/null 2>&1 || skip "no python3 here"
+    start_server "$1" -q
+    run python3 "$ROOT/tests/tools/urgent.py" "$PORT"
+    echo "$1: $output"
+    [[ $status -eq 0 && $output == "abcXdef" ]]
+}
+
+# listening_port PID: the port PID listens on, from ss (fails if none yet).
+listening_port() {
+    local line
+    line=$(ss -Hltnp 2>/dev/null | grep "pid=$1," | head -n 1)
+    [[ -n $line ]] || return 1
+    line=$(awk '{ print $4 }' <<<"$line")
+    echo "${line##*:}"
+}
+
+# assert_closed_stdio PROGRAM [ECHOES]: started with stdout closed, then
+# with stderr closed, the program opens /dev/null there, so no socket lands
+# on 1 or 2; it is not killed by a signal, it echoes (when ECHOES is given),
+# and SIGTERM ends it with status 0. The readiness line cannot be read with
+# stdout closed: the port is the one ss shows it listening on.
+assert_closed_stdio() {
+    local prog=$1 echoes=${2:-} which
+    for which in 1 2; do
+        if ((which == 1)); then
+            spawn "$BIN/$prog" -p 0 </dev/null >&- 2>"$BATS_TEST_TMPDIR/err"
+        else
+            spawn "$BIN/$prog" -p 0 </dev/null >"$BATS_TEST_TMPDIR/out" 2>&-
+        fi
+        SERVER_PID=$SPAWNED_PID
+        if [[ $prog == stage2_bind ]]; then
+            # Bound, not listening: ss -l does not show it; /proc does.
+            wait_until "$WAIT_LIMIT" fd_is_socket "$SERVER_PID" 3 || return 1
+        else
+            wait_until "$WAIT_LIMIT" listening_port "$SERVER_PID" || return 1
+            PORT=$(listening_port "$SERVER_PID")
+        fi
+        [[ $(readlink "/proc/$SERVER_PID/fd/$which") == /dev/null ]] ||
+            { echo "fd $which: $(readlink "/proc/$SERVER_PID/fd/$which")"; return 1; }
+        if [[ -n $echoes ]]; then
+            assert_echoes_text || return 1
+        fi
+        stop_process "$SERVER_PID" TERM
+        [[ $STOP_STATUS == 0 ]] || { echo "$prog, fd $which closed: exit $STOP_STATUS"; return 1; }
+    done
+}
+
+# fd_is_socket PID FD: descriptor FD of PID is a socket (for wait_until).
+fd_is_socket() {
+    [[ $(readlink "/proc/$1/fd/$2") == socket:* ]]
 }

@@ -140,3 +140,13 @@ load helpers
     run_with_faults socket stage1_socket
     [ "$status" -eq 1 ]
 }
+
+@test "stage1: with stdout closed, it opens /dev/null there first: the socket is not descriptor 1, and it exits 0" {
+    local out=$BATS_TEST_TMPDIR/err
+    # Were the socket descriptor 1, the report would be written into it: an
+    # unconnected socket, so EPIPE, and SIGPIPE ends the program (status
+    # 141). Exit 0 and nothing on stderr show it wrote to /dev/null instead.
+    run bash -c 'exec "$1" >&- 2>"$2"' _ "$BIN/stage1_socket" "$out"
+    [ "$status" -eq 0 ]
+    [ ! -s "$out" ]
+}

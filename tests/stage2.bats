@@ -121,3 +121,7 @@ load helpers
     # bind: an errno with no hint (EIO); sigaction: SIGINT, then SIGTERM.
     assert_setup_fails stage2_bind "socket setsockopt bind getsockname sigaction sigaction@2" -p 0 -q
 }
+
+@test "stage2: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; SIGTERM still exits 0" {
+    assert_closed_stdio stage2_bind
+}

@@ -152,3 +152,7 @@ attempts_are() {
     grep -q "^backlog 5 (the kernel's cap is not readable here: " "$SERVER_OUT"
     [ ! -s "$SERVER_ERR" ]
 }
+
+@test "stage3: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; SIGTERM still exits 0" {
+    assert_closed_stdio stage3_listen
+}

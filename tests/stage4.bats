@@ -369,10 +369,10 @@ PY
     local n
     assert_nodelay_fails stage4_accept
     stop_all
-    # -k: setsockopt call 1 is SO_REUSEADDR, 2 the client's TCP_NODELAY; 3
-    # to 6 set its keepalive (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL,
-    # TCP_KEEPCNT).
-    for n in 3 4 5 6; do
+    # -k: setsockopt call 1 is SO_REUSEADDR, 2 the client's TCP_NODELAY, 3
+    # its SO_OOBINLINE; 4 to 7 set its keepalive (SO_KEEPALIVE,
+    # TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT).
+    for n in 4 5 6 7; do
         start_faulty_server "setsockopt@$n" stage4_accept -q -k 60,10,5
         assert_echoes_text
         assert_warned "stage4_accept: keepalive on fd 4 (going on without): EIO (Input/output error)"
@@ -381,10 +381,18 @@ PY
 }
 
 @test "stage4 F38: setsockopt(SO_LINGER) failing at close (-L) is reported, and the client still has its whole echo" {
-    # setsockopt call 3 is the first client's SO_LINGER, at its close (1 is
-    # SO_REUSEADDR, 2 the client's TCP_NODELAY), which is then an ordinary
-    # close (FIN).
-    start_faulty_server setsockopt@3 stage4_accept -q -L
+    # setsockopt call 4 is the first client's SO_LINGER, at its close (1 is
+    # SO_REUSEADDR, 2 and 3 the client's TCP_NODELAY and SO_OOBINLINE),
+    # which is then an ordinary close (FIN).
+    start_faulty_server setsockopt@4 stage4_accept -q -L
     assert_echoes_text
     assert_warned "stage4_accept: setsockopt SO_LINGER on fd 4: EIO (Input/output error)"
+}
+
+@test "stage4: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; it echoes, and SIGTERM exits 0" {
+    assert_closed_stdio stage4_accept echoes
+}
+
+@test "stage4 F45: a byte sent as urgent data (MSG_OOB) comes back in its place in the stream" {
+    assert_urgent_echoed stage4_accept
 }

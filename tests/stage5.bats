@@ -185,3 +185,11 @@ load helpers
 @test "stage5 -m 1: when closing a client over the limit fails (EIO), it says so and the first client keeps working" {
     assert_turned_away_close_fails stage5_nonblock 5
 }
+
+@test "stage5: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; it echoes, and SIGTERM exits 0" {
+    assert_closed_stdio stage5_nonblock echoes
+}
+
+@test "stage5 F45: a byte sent as urgent data (MSG_OOB) comes back in its place in the stream" {
+    assert_urgent_echoed stage5_nonblock
+}

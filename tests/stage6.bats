@@ -517,45 +517,12 @@ check_stuck_stdout() {
     for_each_server check_stuck_stdout
 }
 
-check_urgent() {
-    start_server "$1" -q
-    run python3 "$ROOT/tests/tools/urgent.py" "$PORT"
-    echo "$output"
-    [[ $status -eq 0 && $output == "abcXdef" ]]
-}
-
 @test "stage6 F45: a byte sent as urgent data (MSG_OOB) comes back in its place in the stream" {
-    command -v python3 >/dev/null 2>&1 || skip "no python3 here"
-    for_each_server check_urgent
+    for_each_server assert_urgent_echoed
 }
 
 check_closed_stdio() {
-    local which
-    for which in 1 2; do
-        # The readiness line cannot be read with stdout closed: the port is
-        # the one ss shows the server listening on.
-        if ((which == 1)); then
-            spawn "$BIN/$1" -p 0 </dev/null >&- 2>"$BATS_TEST_TMPDIR/err"
-        else
-            spawn "$BIN/$1" -p 0 </dev/null >"$BATS_TEST_TMPDIR/out" 2>&-
-        fi
-        SERVER_PID=$SPAWNED_PID
-        wait_until "$WAIT_LIMIT" listening_port "$SERVER_PID"
-        PORT=$(listening_port "$SERVER_PID")
-        # Descriptor 1 or 2 is /dev/null, not a socket, and the server echoes.
-        [[ $(readlink "/proc/$SERVER_PID/fd/$which") == /dev/null ]]
-        assert_echoes_text
-        assert_prompt_exit
-    done
-}
-
-# listening_port PID: the port PID listens on, from ss (fails if none yet).
-listening_port() {
-    local line
-    line=$(ss -Hltnp 2>/dev/null | grep "pid=$1," | head -n 1)
-    [[ -n $line ]] || return 1
-    line=$(awk '{ print $4 }' <<<"$line")
-    echo "${line##*:}"
+    assert_closed_stdio "$1" echoes
 }
 
 @test "stage6: started with stdout or stderr closed, it opens /dev/null there, so no socket lands on 1 or 2; it echoes and exits 0" {
@@ -825,9 +792,7 @@ check_client_setup_fails() {
     assert_echoes_text
     stop_all
     # setsockopt call 1 is SO_REUSEADDR; 2 is the client's TCP_NODELAY.
-    start_faulty_server setsockopt@2 "$1" -q
-    assert_echoes_text
-    assert_warned "$1: TCP_NODELAY on fd $FD1 (going on without): EIO (Input/output error)"
+    assert_nodelay_fails "$1" "$FD1"
 }
 
 @test "stage6 F38: fcntl() or TCP_NODELAY failing on a new client is reported; without O_NONBLOCK the client is closed, without TCP_NODELAY served" {
