@@ -220,6 +220,164 @@ has_ipv6_loopback() {
         grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6
 }
 
+# ---- clients: nc, whatever its flavour ----------------------------------------
+#
+# The suites reach nc only through these helpers: the netcats in common use
+# (tests/nc-flavour tells them apart) spell the same things differently.
+#
+#   flavour      send, half-close at end of    at end of input,     did it connect
+#                input, read to the end        plain nc             (status only)
+#   openbsd      nc -N                         keeps the connection nc -z
+#   macos        nc                            half-closes          nc -z
+#   ncat         nc                            half-closes          nc -z
+#   busybox      nc                            half-closes          no -z: /dev/tcp
+#   traditional  nc -q SECONDS (quits then)    keeps the connection nc -z; no IPv6
+#
+# So a client held open is one whose input stays open (nc_hold), with every
+# flavour. (macOS's row is read from its source, not run: there -N takes a
+# number; and the suites need Linux anyway.) Their messages are worded
+# differently, and after a reset ncat exits 1 where the others exit 0, so a
+# test judges what came back, what the server says and what ss shows: never
+# nc's wording, nor its status where the server may reset the connection.
+
+# nc_flavour: sets NC_FLAVOUR to the flavour of the nc on PATH, once (a
+# value set beforehand wins); fails, saying so, when there is no nc.
+nc_flavour() {
+    [[ -n ${NC_FLAVOUR:-} ]] && return 0
+    NC_FLAVOUR=$("$ROOT/tests/nc-flavour") ||
+        { echo "no nc on PATH (make doctor says how to install one)" >&2; return 1; }
+}
+
+# nc_send_argv: sets NC_ARGV to the command (HOST PORT to follow) that sends
+# its input, shuts down its sending side when the input ends, and copies
+# what comes back to stdout until the server closes.
+nc_send_argv() {
+    nc_flavour || return 1
+    case $NC_FLAVOUR in
+    openbsd) NC_ARGV=(nc -N) ;;
+    # -q: half-close at end of input, then quit once the server closes, or
+    # that many seconds later (a bound no test waits for).
+    traditional) NC_ARGV=(nc -q "${BATS_TEST_TIMEOUT:-120}") ;;
+    macos | ncat | busybox) NC_ARGV=(nc) ;;
+    *)
+        echo "nc_send_argv: nc of unknown flavour '$NC_FLAVOUR' (tests/nc-flavour)" >&2
+        return 1
+        ;;
+    esac
+}
+
+# nc_send [-t SECONDS] HOST PORT: sends stdin to HOST:PORT, shuts down the
+# sending side at its end, and prints what comes back until the server
+# closes; gives up after SECONDS (default WAIT_LIMIT) with status 124. nc's
+# messages go to stderr; its status is non-zero when it could not connect,
+# and (ncat) after a reset.
+nc_send() {
+    local limit=$WAIT_LIMIT
+    if [[ $1 == -t ]]; then
+        limit=$2
+        shift 2
+    fi
+    nc_send_argv || return 1
+    timeout "$limit" "${NC_ARGV[@]}" "$@"
+}
+
+# nc_hold NAME [FD]: starts nc_send's command to 127.0.0.1:$PORT in the
+# background with its input a FIFO that this shell holds open, on FD or a
+# new descriptor: the connection stays open, nothing half-closed, until
+# that descriptor is closed (then nc half-closes and reads to the end).
+# Write to the descriptor to send. What comes back goes to
+# $BATS_TEST_TMPDIR/NAME.out. Sets HELD_FD and HELD_PID.
+nc_hold() {
+    local fifo=$BATS_TEST_TMPDIR/$1.fifo
+    nc_send_argv || return 1
+    mkfifo "$fifo" || return 1
+    # shellcheck disable=SC2034 # HELD_FD is read by the suites
+    if [[ -n ${2:-} ]]; then
+        eval "exec $2<>\"\$fifo\""
+        HELD_FD=$2
+    else
+        exec {HELD_FD}<>"$fifo"
+    fi
+    spawn "${NC_ARGV[@]}" 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
+    # shellcheck disable=SC2034 # HELD_PID is read by the suites
+    HELD_PID=$SPAWNED_PID
+}
+
+# nc_connects HOST PORT [SECONDS]: connects to HOST:PORT and closes at once,
+# sending nothing; succeeds when the connection was made within SECONDS
+# (default 5), judged by the status alone: nc -z, or where the flavour has
+# no -z for that address (busybox; traditional nc and IPv6) bash's /dev/tcp.
+nc_connects() {
+    local host=$1 port=$2 limit=${3:-5}
+    nc_flavour || return 1
+    case $NC_FLAVOUR:$host in
+    busybox:* | traditional:*:*)
+        # shellcheck disable=SC2016 # $0 and $1 are the child bash's
+        timeout "$limit" bash -c ': <>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+        ;;
+    *) timeout $((limit + 5)) nc -z -w "$limit" "$host" "$port" >/dev/null 2>&1 ;;
+    esac
+}
+
+# nc_as_openbsd ARGS...: nc ARGS, as OpenBSD's nc spells them (the
+# transcripts of TUTORIAL.md), done by the nc on PATH as the table of lesson
+# 2 translates them: -N HOST PORT by nc_send's command, -z [-w SECONDS]
+# HOST PORT by nc_connects (no output: the status tells), HOST PORT with no
+# option as written.
+nc_as_openbsd() {
+    case $1 in
+    -N)
+        shift
+        nc_send_argv && command "${NC_ARGV[@]}" "$@"
+        ;;
+    -z)
+        shift
+        if [[ $1 == -w ]]; then
+            nc_connects "$3" "$4" "$2"
+        else
+            nc_connects "$@"
+        fi
+        ;;
+    -*)
+        echo "nc_as_openbsd: no translation for nc $*" >&2
+        return 2
+        ;;
+    *) command nc "$@" ;;
+    esac
+}
+
+# connect_error HOST PORT: one connect() to HOST:PORT, by bash's /dev/tcp
+# (each nc flavour words a failure its own way); prints the system's text
+# for its error (strerror: "Connection refused"), or "connected".
+connect_error() {
+    local msg
+    # shellcheck disable=SC2016 # $0 and $1 are the child bash's
+    if msg=$(timeout "$WAIT_LIMIT" bash -c ': <>"/dev/tcp/$0/$1"' "$1" "$2" 2>&1); then
+        echo connected
+    elif [[ -z $msg ]]; then
+        echo "no answer within $WAIT_LIMIT s"
+    else
+        msg=${msg##*$'\n'}
+        echo "${msg##*: }"
+    fi
+}
+
+# closed_at_once: connects to 127.0.0.1:$PORT, sends nothing and keeps its
+# side open (bash's /dev/tcp: with its input open, not every nc ends when
+# the server closes), and succeeds when the server ends the connection
+# within WAIT_LIMIT s without sending a byte.
+closed_at_once() {
+    local fd got="" rc=0
+    exec {fd}<>"/dev/tcp/127.0.0.1/$PORT" || return 1
+    IFS= read -r -N 1 -t "$WAIT_LIMIT" got <&"$fd" || rc=$?
+    exec {fd}>&-
+    # read: status 1 at end of stream (or on a reset), above 128 on timeout.
+    if ((rc != 1)) || [[ -n $got ]]; then
+        echo "the server did not close at once (read: status $rc, '$got')"
+        return 1
+    fi
+}
+
 # ---- assertions ---------------------------------------------------------------
 
 # assert_usage_error PROGRAM ARGS...: the program exits 2 with nothing on
@@ -328,7 +486,7 @@ assert_addr_in_use() {
 # stderr when a client connects, and keeps running.
 assert_emfile_goes_on() {
     start_server_limited 4:4 "$1"
-    nc -z -w 2 127.0.0.1 "$PORT"
+    nc_connects 127.0.0.1 "$PORT" 2
     wait_until "$WAIT_LIMIT" grep -q "$2" "$SERVER_ERR" ||
         { echo "no '$2' on stderr"; return 1; }
     is_running "$SERVER_PID" || { echo "the server died"; return 1; }
@@ -372,42 +530,48 @@ assert_reuseaddr() {
 
 # ---- checks every echo server shares (stages 4 to 6) ---------------------------
 
-# echo_once TEXT: sends TEXT to the server on PORT with nc, which shuts down
-# its sending side at the end of input (-N) and prints what comes back.
+# echo_once TEXT: sends TEXT to the server on PORT (nc_send: then shuts
+# down its sending side) and prints what comes back.
 echo_once() {
-    printf '%s' "$1" | timeout "$WAIT_LIMIT" nc -N 127.0.0.1 "$PORT"
+    printf '%s' "$1" | nc_send 127.0.0.1 "$PORT"
+}
+
+# assert_nothing_back TEXT: sent TEXT (echo_once), the client gets nothing
+# back, and the connection ends within WAIT_LIMIT s: the server closed it,
+# with a FIN, or with a reset when TEXT was left unread (after which ncat
+# exits 1 and the others 0, so nc's status is not judged).
+assert_nothing_back() {
+    local got rc=0
+    got=$(echo_once "$1") || rc=$?
+    ((rc != 124)) || { echo "the connection did not end within $WAIT_LIMIT s"; return 1; }
+    [[ -z $got ]] || { echo "got back: '$got'"; return 1; }
 }
 
 # assert_echoes_text: a line of text comes back as it was sent.
 assert_echoes_text() {
-    local got
-    got=$(echo_once $'hello, echo\n') || { echo "nc failed"; return 1; }
-    [[ $got == "hello, echo" ]] || { echo "got: '$got'"; return 1; }
+    local got rc=0
+    got=$(echo_once $'hello, echo\n') || rc=$?
+    [[ $got == "hello, echo" ]] || { echo "got: '$got' (nc_send: status $rc)"; return 1; }
 }
 
 # assert_echoes_file SIZE: SIZE bytes of random binary data (NUL bytes and
 # all) come back byte for byte, checked by checksum; nc writes and reads at
-# the same time, then half-closes (-N) and reads the rest.
+# the same time, then half-closes (nc_send) and reads the rest.
 assert_echoes_file() {
-    local in=$BATS_TEST_TMPDIR/echo.in out=$BATS_TEST_TMPDIR/echo.out
+    local in=$BATS_TEST_TMPDIR/echo.in out=$BATS_TEST_TMPDIR/echo.out rc=0
     head -c "$1" /dev/urandom >"$in"
-    timeout 60 nc -N 127.0.0.1 "$PORT" <"$in" >"$out" ||
-        { echo "nc failed or timed out"; return 1; }
+    nc_send -t 60 127.0.0.1 "$PORT" <"$in" >"$out" || rc=$?
+    ((rc != 124)) || { echo "nc_send timed out"; return 1; }
     [[ $(wc -c <"$out") -eq $1 ]] || { echo "got $(wc -c <"$out") bytes"; return 1; }
     [[ $(cksum <"$in") == "$(cksum <"$out")" ]] || { echo "checksums differ"; return 1; }
 }
 
-# open_held_client NAME: connects an nc whose input we control: what is
-# written to fd 6 goes to the server, and closing fd 6 ends nc's input (nc
-# then shuts down its sending side, -N). Its output goes to
-# $BATS_TEST_TMPDIR/NAME.out; HELD_PID is its PID.
+# open_held_client NAME: nc_hold NAME on fd 6: what is written to fd 6 goes
+# to the server, and closing fd 6 ends nc's input (nc then shuts down its
+# sending side). Its output goes to $BATS_TEST_TMPDIR/NAME.out; HELD_PID is
+# its PID.
 open_held_client() {
-    local fifo=$BATS_TEST_TMPDIR/$1.fifo
-    mkfifo "$fifo"
-    exec 6<>"$fifo"
-    spawn nc -N 127.0.0.1 "$PORT" <"$fifo" >"$BATS_TEST_TMPDIR/$1.out"
-    # shellcheck disable=SC2034 # HELD_PID is read by the suites
-    HELD_PID=$SPAWNED_PID
+    nc_hold "$1" 6
 }
 
 # file_is FILE TEXT: FILE holds exactly TEXT (plus a final newline).
@@ -423,8 +587,7 @@ assert_max_one_client() {
     open_held_client first
     printf 'first\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first || return 1
-    run timeout "$WAIT_LIMIT" nc 127.0.0.1 "$PORT" </dev/null
-    [[ $status -eq 0 && -z $output ]] || { echo "second: exit $status: $output"; return 1; }
+    closed_at_once || { echo "second client"; return 1; }
     grep -q "turned away: the -m limit of 1 is reached; closing" "$SERVER_OUT" ||
         { echo "no narration"; return 1; }
     printf 'still\n' >&6
@@ -438,9 +601,7 @@ assert_max_one_client() {
 # echoed.
 assert_write_and_close_fail() {
     start_faulty_server write:EIO@1,close:EIO@1 "$1"
-    run echo_once $'lost\n'
-    [ "$status" -eq 0 ]
-    [ -z "$output" ]
+    assert_nothing_back $'lost\n'
     grep -qE "^$1: write to 127\.0\.0\.1:[0-9]+ on fd 4: EIO" "$SERVER_ERR"
     assert_warned "$1: close fd 4: EIO (Input/output error)"
     grep -q "on fd 4 ended by an error: 0 bytes echoed" "$SERVER_OUT"
@@ -456,8 +617,7 @@ assert_turned_away_close_fails() {
     open_held_client first
     printf 'first\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first || return 1
-    run timeout "$WAIT_LIMIT" nc 127.0.0.1 "$PORT" </dev/null
-    [[ $status -eq 0 && -z $output ]] || { echo "second: exit $status: $output"; return 1; }
+    closed_at_once || { echo "second client"; return 1; }
     assert_warned "$1: close fd $2: EIO (Input/output error)" || return 1
     printf 'still\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" $'first\nstill' || return 1

@@ -84,7 +84,7 @@ in_server_net() {
 
 @test "stage4 F37: half-close: a client that sends and shuts down its side still gets everything back" {
     start_server stage4_accept
-    # nc -N sends, then shutdown(SHUT_WR); the server reads end of stream
+    # nc_send sends, then shutdown(SHUT_WR); the server reads end of stream
     # only after every byte, and echoes all of it before it closes.
     run echo_once $'one\ntwo\nthree\n'
     [ "$status" -eq 0 ]
@@ -111,11 +111,11 @@ in_server_net() {
     printf 'first\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/first.out" first
 
-    # The second client connects and sends (and keeps its side open, no
-    # -N); the kernel takes its bytes, but the server, blocked in read() on
-    # the first, never reads them.
-    printf 'second\n' >"$BATS_TEST_TMPDIR/second.in"
-    spawn nc 127.0.0.1 "$PORT" <"$BATS_TEST_TMPDIR/second.in" >"$BATS_TEST_TMPDIR/second.out"
+    # The second client connects and sends (and keeps its side open: its
+    # input stays open); the kernel takes its bytes, but the server, blocked
+    # in read() on the first, never reads them.
+    nc_hold second
+    printf 'second\n' >&"$HELD_FD"
     # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '[[ $(server_recvq_total) == 7 ]]'
     [ "$(listen_queue "$PORT")" = "1 128" ]
@@ -147,7 +147,7 @@ in_server_net() {
 @test "stage4 F27: the side that closes first gets TIME_WAIT: here the client" {
     start_server_fresh_port stage4_accept -q
     assert_echoes_text
-    # The client half-closed first (nc -N), so its end waits in TIME_WAIT;
+    # The client half-closed first (nc_send), so its end waits in TIME_WAIT;
     # the server's end, which closed second, does not.
     # shellcheck disable=SC2016 # single quotes on purpose: eval expands them on each try
     wait_until "$WAIT_LIMIT" eval '(($(count_sockets time-wait "dport = :$PORT") >= 1))'
@@ -249,7 +249,8 @@ PY
     BIN=$dir start_server stage4_accept -k 1,1,2
     mkfifo "$BATS_TEST_TMPDIR/gone.fifo"
     exec 6<>"$BATS_TEST_TMPDIR/gone.fifo"
-    spawn nsenter --net="/proc/$SERVER_PID/ns/net" nc -N 127.0.0.1 "$PORT" \
+    nc_send_argv
+    spawn nsenter --net="/proc/$SERVER_PID/ns/net" "${NC_ARGV[@]}" 127.0.0.1 "$PORT" \
         <"$BATS_TEST_TMPDIR/gone.fifo" >"$BATS_TEST_TMPDIR/gone.out"
     printf 'x\n' >&6
     wait_until "$WAIT_LIMIT" file_is "$BATS_TEST_TMPDIR/gone.out" x
@@ -259,7 +260,7 @@ PY
     wait_until "$WAIT_LIMIT" grep -q "on fd 4 ended by an error: 2 bytes echoed" "$SERVER_OUT"
     # The server is back in accept(): the next client is echoed.
     in_server_net ip link set lo up
-    run in_server_net sh -c "printf 'next\n' | timeout $WAIT_LIMIT nc -N 127.0.0.1 $PORT"
+    run in_server_net timeout "$WAIT_LIMIT" "${NC_ARGV[@]}" 127.0.0.1 "$PORT" <<<next
     [ "$output" = next ]
     exec 6>&-
 }

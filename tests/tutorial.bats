@@ -19,11 +19,15 @@
 # The block's commands run in order in one fresh bash, with only descriptors
 # 0 (/dev/null), 1 and 2 open, from the repository root, with "bin/" replaced
 # by "$STAGE_BIN/" (default bin), so the same text checks the gcc, clang,
-# sanitizer and coverage builds. A command whose expected output has a line
-# starting with "^C" is stopped the way Ctrl-C stops it: once its output so
-# far matches the lines above the "^C", its process group gets SIGINT (the
-# "^C" is the terminal's echo: where text follows it on its line, the "^C"
-# is taken out; alone on its line it stands for one empty line or none).
+# sanitizer and coverage builds. The text spells nc as OpenBSD's nc does;
+# whatever nc is on PATH runs it, as the table of lesson 2 translates it
+# (nc_as_openbsd in helpers.bash), so a block shows nothing nc words its
+# own way, only what every flavour prints. A command whose expected output
+# has a line starting with "^C" is stopped the way Ctrl-C stops it: once its
+# output so far matches the lines above the "^C", its process group gets
+# SIGINT (the "^C" is the terminal's echo: where text follows it on its
+# line, the "^C" is taken out; alone on its line it stands for one empty
+# line or none).
 #
 # Expected and actual output are compared after normalizing only what
 # legitimately differs between runs:
@@ -321,6 +325,11 @@ build_script() {
         echo "export BIN='$BIN'"
         echo "groups=()"
         declare -f normalize wait_match ready_port
+        # nc as the text spells it, done by the flavour on PATH.
+        nc_flavour 2>/dev/null || true
+        echo "NC_FLAVOUR='${NC_FLAVOUR:-}' ROOT='$ROOT'"
+        declare -f nc_flavour nc_send_argv nc_connects nc_as_openbsd
+        echo 'nc() { nc_as_openbsd "$@"; }'
         echo "MATCH_LINES='$MATCH_LINES'"
         for ((i = 1; i <= k; i++)); do
             cmd=${cmds[i]}
