@@ -734,18 +734,23 @@ static void prepare_line(char *buf, size_t size, const char *signame,
     atomic_store(len, n);
 }
 
-void exit_on_signals(void)
+void on_stop_signals(void (*handler)(int))
 {
     struct sigaction sa;
 
-    prepare_line(line_int, sizeof line_int, "SIGINT", &say_int, &say_int_len);
-    prepare_line(line_term, sizeof line_term, "SIGTERM", &say_term,
-                 &say_term_len);
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
+    sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGINT, &sa, NULL) == -1)
         die("sigaction SIGINT");
     if (sigaction(SIGTERM, &sa, NULL) == -1)
         die("sigaction SIGTERM");
+}
+
+void exit_on_signals(void)
+{
+    prepare_line(line_int, sizeof line_int, "SIGINT", &say_int, &say_int_len);
+    prepare_line(line_term, sizeof line_term, "SIGTERM", &say_term,
+                 &say_term_len);
+    on_stop_signals(on_signal);
 }

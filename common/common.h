@@ -154,6 +154,10 @@ void narration_end(int max_ms);
  * waits for Enter; otherwise only announces it. Does nothing without -s. */
 void step(const char *fmt, ...) PRINTF_LIKE(1, 2);
 
+/* Installs handler for SIGINT and SIGTERM (no SA_RESTART: a blocked call
+ * they interrupt fails with EINTR); exits 1, naming the call, if it cannot. */
+void on_stop_signals(void (*handler)(int));
+
 /* Installs handlers so that SIGINT and SIGTERM end the program at once with
  * status 0, after a line of narration. Safe however late the signal comes:
  * the handler itself calls _exit(), so no check can miss it. */

@@ -132,22 +132,6 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-/* Installs on_signal for SIGINT and SIGTERM. No SA_RESTART: the waits are
- * never restarted anyway (they fail with EINTR), and a Ctrl-C in step mode
- * should interrupt the pause. */
-static void catch_signals(void)
-{
-    struct sigaction sa;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) == -1)
-        die("sigaction SIGINT");
-    if (sigaction(SIGTERM, &sa, NULL) == -1)
-        die("sigaction SIGTERM");
-}
-
 /* Creates the self-pipe, hands its write end to the handler, and returns its
  * read end. Both ends non-blocking: the handler must never sleep on a full
  * pipe, and the loop must never sleep emptying it. */
@@ -161,6 +145,12 @@ static int open_self_pipe(void)
         die("fcntl O_NONBLOCK on the self-pipe");
     atomic_store(&wake_fd, fds[1]);
     return fds[0];
+}
+
+void wait_failed(const char *call)
+{
+    if (errno != EINTR)
+        die("%s", call);
 }
 
 int take_signal(int fd)
@@ -332,9 +322,10 @@ void server_start(struct server *srv, const struct program *prog, int argc,
                   char **argv)
 {
     static struct settings set;
+    static char summary[128];
     const struct stage_info info = {
         .name = prog->name,
-        .summary = prog->summary,
+        .summary = summary,
         .standard = OPT_ADDR | OPT_PORT | OPT_BACKLOG | OPT_QUIET | OPT_STEP |
                     OPT_NOREUSE,
         .extra = own_options,
@@ -345,6 +336,10 @@ void server_start(struct server *srv, const struct program *prog, int argc,
     struct sigaction ignore;
     unsigned long long nofile;
 
+    snprintf(summary, sizeof summary,
+             "an echo server for every client at once, sleeping in %s until "
+             "one of them is ready",
+             prog->api);
     options_parse(&opt, &info, argc, argv);
     exit_on_signals();
     /* Writing to a connection the peer has closed raises SIGPIPE, whose
@@ -362,7 +357,9 @@ void server_start(struct server *srv, const struct program *prog, int argc,
     srv->idle_ms = (long long)set.idle * 1000;
     srv->nodelay = !set.nagle;
     srv->wake = open_self_pipe();
-    catch_signals();
+    /* No SA_RESTART: the waits are never restarted anyway (they fail with
+     * EINTR), and a Ctrl-C in step mode should interrupt the pause. */
+    on_stop_signals(on_signal);
     /* The sets of select() must hold the listener and the self-pipe: only a
      * parent that left a thousand descriptors open could push them this
      * high. */

@@ -81,12 +81,12 @@ struct server {
 
 /* What a stage 6 program tells the body about itself. */
 struct program {
-    const char *name;    /* "stage6_poll" */
-    const char *summary; /* one line for -h */
-    const char *api;     /* "poll()": what the self-pipe wakes */
-    int fd_ceiling;      /* descriptors must stay below this (select()'s
-                            FD_SETSIZE); 0: no ceiling */
-    int extra_fds;       /* descriptors it holds besides the body's 7 */
+    const char *name; /* "stage6_poll" */
+    const char *api;  /* "poll()": what the loop sleeps in, for -h and
+                         the narration */
+    int fd_ceiling;   /* descriptors must stay below this (select()'s
+                         FD_SETSIZE); 0: no ceiling */
+    int extra_fds;    /* descriptors it holds besides the body's 7 */
 };
 
 /* ---- what each stage 6 program provides: its readiness API ------------- */
@@ -130,6 +130,11 @@ int timeout_ms(long long deadline, long long now);
 /* False while the listener rests (out of descriptors with no reserve left):
  * it must not be watched then, or the loop would spin on it. */
 bool accepting(const struct server *srv, long long now);
+
+/* The wait returned -1: EINTR (a signal, whose byte now waits in the
+ * self-pipe) is fine, and the loop goes round; anything else exits 1,
+ * naming the call. */
+void wait_failed(const char *call);
 
 /* After the wait saw the self-pipe readable: empties it and returns the last
  * signal number the handler wrote, or 0 if there was nothing after all. */

@@ -51,6 +51,14 @@ static int control(int fd, unsigned events, void *ptr, bool add)
     return epoll_ctl(epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
 }
 
+void unwatch(struct server *srv, struct client *c)
+{
+    /* Nothing to do: closing the descriptor takes it out of the epoll
+     * instance (no other descriptor refers to the same socket). */
+    (void)srv;
+    (void)c;
+}
+
 int watch(struct server *srv, struct client *c)
 {
     unsigned events = (c->wishes & WANT_READ ? EPOLLIN : 0U) |
@@ -67,34 +75,21 @@ int watch(struct server *srv, struct client *c)
     return 0;
 }
 
-void unwatch(struct server *srv, struct client *c)
-{
-    /* Nothing to do: closing the descriptor takes it out of the epoll
-     * instance (no other descriptor refers to the same socket). */
-    (void)srv;
-    (void)c;
-}
-
-/* What epoll's events mean for serve(): as poll()'s revents. */
+/* What epoll's events mean for serve(): as poll()'s revents, a hang-up or
+ * an error counting as readable and writable, so that read() and write()
+ * say which. */
 static int readiness(unsigned events)
 {
-    int ready = 0;
+    bool gone = (events & (EPOLLHUP | EPOLLERR)) != 0;
 
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-        ready |= CAN_READ;
-    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        ready |= CAN_WRITE;
-    if (events & (EPOLLHUP | EPOLLERR))
-        ready |= HUNG_UP;
-    return ready;
+    return ((events & EPOLLIN) || gone ? CAN_READ : 0) |
+           ((events & EPOLLOUT) || gone ? CAN_WRITE : 0) | (gone ? HUNG_UP : 0);
 }
 
 int main(int argc, char **argv)
 {
     static const struct program prog = {
         .name = "stage6_epoll",
-        .summary = "an echo server for every client at once, sleeping in "
-                   "epoll_wait() until one of them is ready",
         .api = "epoll_wait()",
         .extra_fds = 1,
     };
@@ -130,10 +125,9 @@ int main(int argc, char **argv)
         }
         ready = epoll_wait(epfd, events, EVENTS_PER_WAIT,
                            timeout_ms(prepare_wait(&srv, now), now));
-        if (ready == -1) {
-            if (errno == EINTR)
-                continue; /* a signal: its byte waits in the self-pipe */
-            die("epoll_wait");
+        if (ready == -1) { /* EINTR: a signal's byte is in the self-pipe */
+            wait_failed("epoll_wait");
+            continue;
         }
         now = now_ms();
         /* Only what is ready: no pass over the clients at all. */

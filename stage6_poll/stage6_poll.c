@@ -81,8 +81,6 @@ int main(int argc, char **argv)
 {
     static const struct program prog = {
         .name = "stage6_poll",
-        .summary = "an echo server for every client at once, sleeping in "
-                   "poll() until one of them is ready",
         .api = "poll()",
     };
     struct server srv;
@@ -107,10 +105,9 @@ int main(int argc, char **argv)
         pfds[1].fd = accepting(&srv, now) ? srv.listener : -1;
         ready = poll(pfds, (nfds_t)(2 + watched),
                      timeout_ms(prepare_wait(&srv, now), now));
-        if (ready == -1) {
-            if (errno == EINTR)
-                continue; /* a signal: its byte waits in the self-pipe */
-            die("poll");
+        if (ready == -1) { /* EINTR: a signal's byte is in the self-pipe */
+            wait_failed("poll");
+            continue;
         }
         now = now_ms();
         if (pfds[0].revents != 0 && (sig = take_signal(srv.wake)) != 0)

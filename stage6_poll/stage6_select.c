@@ -86,8 +86,6 @@ int main(int argc, char **argv)
 {
     static const struct program prog = {
         .name = "stage6_select",
-        .summary = "an echo server for every client at once, sleeping in "
-                   "select() until one of them is ready",
         .api = "select()",
         .fd_ceiling = FD_SETSIZE,
     };
@@ -116,10 +114,9 @@ int main(int argc, char **argv)
         ms = timeout_ms(prepare_wait(&srv, now), now);
         tv = (struct timeval){ms / 1000, (suseconds_t)(ms % 1000) * 1000};
         ready = select(maxfd + 1, &rd, &wr, NULL, ms < 0 ? NULL : &tv);
-        if (ready == -1) {
-            if (errno == EINTR)
-                continue; /* a signal: its byte waits in the self-pipe */
-            die("select");
+        if (ready == -1) { /* EINTR: a signal's byte is in the self-pipe */
+            wait_failed("select");
+            continue;
         }
         now = now_ms();
         if (FD_ISSET(srv.wake, &rd) && (sig = take_signal(srv.wake)) != 0)

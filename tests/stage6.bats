@@ -278,23 +278,31 @@ attached_or_ended() {
     grep -q "attached" "$1" || has_exited "$2"
 }
 
-check_listener_readable() {
-    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err tracer
+# trace_waits_and_accepts TRACE: attaches strace to the server, writing its
+# waits (every backend's spelling) and accept() calls to TRACE; sets TRACER.
+# Skips where strace is missing or may not attach (kernel.yama.ptrace_scope
+# without root: strace says so and ends at once).
+trace_waits_and_accepts() {
+    local err=$BATS_TEST_TMPDIR/strace.err
     command -v strace >/dev/null 2>&1 || skip "no strace here"
-    start_server "$1" -q
-    spawn strace -p "$SERVER_PID" -o "$trace" \
+    spawn strace -p "$SERVER_PID" -o "$1" \
         -e trace=poll,ppoll,select,pselect6,epoll_wait,epoll_pwait,accept,accept4 \
         2>"$err"
-    tracer=$SPAWNED_PID
-    # Where ptrace is restricted (kernel.yama.ptrace_scope, no root), strace
-    # says so and ends at once.
-    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$tracer"
+    TRACER=$SPAWNED_PID
+    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$TRACER"
     grep -q "attached" "$err" || skip "strace cannot attach here: $(cat "$err")"
+}
+
+check_listener_readable() {
+    local trace=$BATS_TEST_TMPDIR/trace
+    command -v strace >/dev/null 2>&1 || skip "no strace here"
+    start_server "$1" -q
+    trace_waits_and_accepts "$trace"
     # strace came in while the server waited; the second client's wait is
     # traced whole.
     assert_echoes_text
     assert_echoes_text
-    stop_process "$tracer" INT
+    stop_process "$TRACER" INT
     cat "$trace"
     # Each accept() follows a wait that reported the listener (fd 3)
     # readable, or an accept() that took a connection: the server calls it
@@ -534,7 +542,7 @@ check_closed_stdio() {
 }
 
 check_connect_flood() {
-    local trace=$BATS_TEST_TMPDIR/trace err=$BATS_TEST_TMPDIR/strace.err tracer
+    local trace=$BATS_TEST_TMPDIR/trace
     # One client holds the only place (-m 1); four processes connect and
     # reset for 3 s, every connection turned away. The bound: a round takes
     # at most 64 connections (ACCEPTS_PER_ROUND), some 20 us of work each,
@@ -549,16 +557,10 @@ check_connect_flood() {
     ((BASH_REMATCH[1] < 1000))
     # Under strace the server is slowed enough for the queue to fill (to
     # the backlog, 128): still at most 64 accept() calls between two waits.
-    command -v strace >/dev/null 2>&1 || skip "no strace here"
-    spawn strace -p "$SERVER_PID" -o "$trace" \
-        -e trace=poll,ppoll,select,pselect6,epoll_wait,epoll_pwait,accept,accept4 \
-        2>"$err"
-    tracer=$SPAWNED_PID
-    wait_until "$WAIT_LIMIT" attached_or_ended "$err" "$tracer"
-    grep -q "attached" "$err" || skip "strace cannot attach here: $(cat "$err")"
+    trace_waits_and_accepts "$trace"
     run timeout 60 "$TOOLS/churn" -j 4 -d 2 127.0.0.1 "$PORT"
     [[ $status -eq 0 ]]
-    stop_process "$tracer" INT
+    stop_process "$TRACER" INT
     awk '
         /^accept4?\(/ { if (++run > most) most = run; next }
         { run = 0 }
