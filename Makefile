@@ -31,7 +31,7 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
 
 .PHONY: all run test check tools help clean diff lint valgrind coverage doctor
 .PHONY: arm64
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick lab
 all: $(PROGRAMS)
 ifeq ($(HAVE_EPOLL),)
 	@echo "make: stage6_epoll not built: $(CC) finds no <sys/epoll.h> here" \
@@ -264,6 +264,30 @@ arm64:
 	done
 	STAGE_BIN=$(ARM64_DIR)/qemu QEMU=1 WAIT_LIMIT=30 tests/run $(ARM64_SUITES)
 
+# ---- make lab: the bug hunt (lab/README.md) ------------------------------------
+# lab/NAME is one deliberately faulty build of stage 4, 5 or 6: bug.txt says
+# what it breaks and which tests defend that rule, bug.patch is the bug.
+# make lab: lab/run builds every variant under build/lab/NAME (a patched copy
+# of the sources, never the sources themselves, built by this Makefile with
+# the same flags as bin/), runs only the tests that defend its rule against
+# it, and prints a table; it fails when a variant is caught by no test or its
+# patch no longer applies. make lab BUG=NAME builds that one and says how to
+# see its bug with a client, without running tests. LAB_JOBS=N: variants at
+# once (default 2).
+# libwindow.so (tests/fault/window.c) holds open the moment between the
+# loop's last look and its wait, for the signal test of tests/lab_extra.bats:
+# a test tool like the others, built by `make tools`.
+WINDOW_LIB := $(BUILD)/tools/libwindow.so
+$(WINDOW_LIB): tests/fault/window.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(filter-out -Wpedantic,$(WARN_FLAGS)) $(CFLAGS) \
+	    -fPIC -shared -o $@ $< -ldl
+tools: $(WINDOW_LIB)
+SH_FILES += lab/run
+
+lab: all tools
+	@lab/run $(if $(BUG),-b '$(BUG)')
+
 # What stage N adds to stage N-1, as a unified diff of the two programs.
 diff:
 	@n='$(STAGE)'; \
@@ -296,6 +320,7 @@ help:
 	@echo "make bench-quick   the same, small and fast: checks every byte, not timings"
 	@echo "make CC=musl-gcc BUILD=build/musl BIN=build/musl/bin   the musl build"
 	@echo "make arm64   the aarch64 build, and the stage suites on it under qemu-user"
+	@echo "make lab    the bug hunt: build each faulty variant in lab/ and check a test catches it (make lab BUG=NAME: build one, to try by hand)"
 	@echo "make clean   remove what the build made"
 	@echo "A stage also builds alone: cd stage2_bind && make"
 
