@@ -314,10 +314,6 @@ static int open_listener(const struct options *opt,
     return fd;
 }
 
-/* Where server_start leaves the address, for server_ready. */
-static struct sockaddr_storage bound;
-static socklen_t boundlen;
-
 void server_start(struct server *srv, const struct program *prog, int argc,
                   char **argv)
 {
@@ -353,7 +349,7 @@ void server_start(struct server *srv, const struct program *prog, int argc,
     nofile = raise_nofile_limit();
 
     memset(srv, 0, sizeof *srv);
-    srv->listener = open_listener(&opt, &bound, &boundlen);
+    srv->listener = open_listener(&opt, &srv->addr, &srv->addrlen);
     srv->idle_ms = (long long)set.idle * 1000;
     srv->nodelay = !set.nagle;
     srv->wake = open_self_pipe();
@@ -405,13 +401,13 @@ void server_ready(const struct server *srv, const struct program *prog)
     char host[ADDR_TEXT_MAX];
     unsigned port;
 
-    port = addr_for_clients((struct sockaddr *)&bound, host, sizeof host);
+    port = addr_for_clients((struct sockaddr *)&srv->addr, host, sizeof host);
     narrate("try: nc %s %u in several terminals: all are echoed at once; "
             "watch this process in top: 0%% CPU while nobody sends",
             host, port);
     narrate("client limit (-m): %zu; stop with Ctrl-C or: kill %ld", srv->max,
             (long)getpid());
-    ready_line("listening on", (struct sockaddr *)&bound, boundlen);
+    ready_line("listening on", (struct sockaddr *)&srv->addr, srv->addrlen);
     step("%s sleeps until the self-pipe, the listener or a client is ready",
          prog->api);
     /* From here on, nothing may wait on stdout: see prepare_wait. */
@@ -593,38 +589,9 @@ static size_t read_and_echo(struct server *srv, struct client *c, bool *more)
     return 0;
 }
 
-/* -t: c moved data now; it becomes the newest in the list by activity. */
-static void touch(struct server *srv, struct client *c, long long now)
+/* -t: takes c out of the list of clients by activity. */
+static void unlink_idle(struct server *srv, struct client *c)
 {
-    c->last_active = now;
-    if (srv->idle_ms == 0 || srv->newest == c)
-        return;
-    if (c->older != NULL) /* unlink it (it is not the newest) */
-        c->older->newer = c->newer;
-    else
-        srv->oldest = c->newer;
-    c->newer->older = c->older;
-    c->older = srv->newest; /* and append it */
-    c->newer = NULL;
-    srv->newest->newer = c;
-    srv->newest = c;
-}
-
-/* -t: adds a new client to the list, or takes a closing one out. */
-static void track(struct server *srv, struct client *c, bool add)
-{
-    if (srv->idle_ms == 0)
-        return;
-    if (add) {
-        c->older = srv->newest;
-        c->newer = NULL;
-        if (srv->newest != NULL)
-            srv->newest->newer = c;
-        else
-            srv->oldest = c;
-        srv->newest = c;
-        return;
-    }
     if (c->older != NULL)
         c->older->newer = c->newer;
     else
@@ -633,6 +600,29 @@ static void track(struct server *srv, struct client *c, bool add)
         c->newer->older = c->older;
     else
         srv->newest = c->older;
+}
+
+/* -t: puts c at the end of that list, as the most recently active. */
+static void append_idle(struct server *srv, struct client *c)
+{
+    c->older = srv->newest;
+    c->newer = NULL;
+    if (srv->newest != NULL)
+        srv->newest->newer = c;
+    else
+        srv->oldest = c;
+    srv->newest = c;
+}
+
+/* -t: c moved data now; it becomes the newest in the list by activity, so
+ * the list stays ordered by last_active without ever being sorted. */
+static void touch(struct server *srv, struct client *c, long long now)
+{
+    c->last_active = now;
+    if (srv->idle_ms == 0 || srv->newest == c)
+        return;
+    unlink_idle(srv, c);
+    append_idle(srv, c);
 }
 
 void serve(struct server *srv, struct client *c, int ready, long long now)
@@ -704,7 +694,8 @@ static void remove_client(struct server *srv, struct client *c)
     struct client *last = srv->clients[--srv->count];
 
     unwatch(srv, c);
-    track(srv, c, false);
+    if (srv->idle_ms > 0)
+        unlink_idle(srv, c);
     if (last != c) {
         last->slot = c->slot;
         srv->clients[last->slot] = last;
@@ -894,7 +885,8 @@ static void add_client(struct server *srv, int fd, const char *peer,
     }
     srv->clients[srv->count++] = c;
     c->last_active = now;
-    track(srv, c, true);
+    if (srv->idle_ms > 0)
+        append_idle(srv, c);
     narrate("client %s connected on fd %d (clients: %zu)", c->peer, fd,
             srv->count);
 }

@@ -67,6 +67,8 @@ struct client {
 /* Everything the loop works on. */
 struct server {
     int listener;
+    struct sockaddr_storage addr; /* where it listens (getsockname) */
+    socklen_t addrlen;
     int wake;    /* the self-pipe's read end: readable after a signal */
     int reserve; /* /dev/null, held for the EMFILE cure; -1 if lost */
     struct client **clients; /* clients[0..count), each at its slot */
