@@ -5,7 +5,7 @@
  * phase, and every byte that comes back is checked against what was sent.
  *
  * usage: load [-c CLIENTS] [-b BYTES] [-r] [-s] [-w] [-T SECONDS] HOST PORT
- *             MODE
+ *             MODE        (load -h: a summary of what follows)
  *
  *   echo    CLIENTS connections at once. Each first sends a 16-byte greeting
  *           and waits for it to come back (at most 64 wait at a time, so
@@ -546,12 +546,50 @@ static void room_for(size_t n)
     }
 }
 
+static const char usage_line[] =
+    "usage: load [-c CLIENTS] [-b BYTES] [-r] [-s] [-w] [-T SECONDS] "
+    "HOST PORT echo|flood|reset|cycles\n";
+
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: load [-c CLIENTS] [-b BYTES] [-r] [-s] [-w] [-T SECONDS] "
-            "HOST PORT echo|flood|reset|cycles\n");
+    fprintf(stderr, "%s(load -h explains the modes and options)\n", usage_line);
     exit(2);
+}
+
+/* -h: what the lessons need to read a load command line. */
+static void help(void)
+{
+    printf(
+        "load: many clients at once, each checking every byte it gets back\n\n"
+        "%s\n"
+        "modes:\n"
+        "  echo    connect CLIENTS, greet each; print 'connected A closed "
+        "B silent C';\n"
+        "          then each sends BYTES (1024), half-closes, checks the "
+        "echo: 'verified V of N clients'\n"
+        "  flood   CLIENTS send up to BYTES without reading: 'sent S of T "
+        "bytes without reading';\n"
+        "          then read everything back and check it: 'verified T "
+        "bytes'\n"
+        "  reset   CLIENTS greeted, send up to BYTES (65536) unread, then "
+        "all reset: 'reset N'\n"
+        "  cycles  CLIENTS times in a row: connect, greet, read back, "
+        "close: 'cycles N'\n\n"
+        "options:\n"
+        "  -c CLIENTS   how many connections (default 1)\n"
+        "  -b BYTES     how much each sends (per mode, above)\n"
+        "  -r           flood: reset every connection instead of reading "
+        "back: 'reset N'\n"
+        "  -s           small receive buffers and segments, so the "
+        "server must keep the echo itself\n"
+        "  -w           echo and flood: wait, connections open, for a "
+        "line (or end) on stdin first\n"
+        "  -T SECONDS   bound the whole run (default 60)\n"
+        "  -h           print this help and exit\n\n"
+        "Exit status: 0; 1 a check failed or time ran out; 2 bad usage; "
+        "3 the descriptor limit is too low for CLIENTS.\n",
+        usage_line);
+    exit(0);
 }
 
 static unsigned long long number(const char *text)
@@ -576,8 +614,11 @@ int main(int argc, char **argv)
     struct conn *cs;
     int opt, rc;
 
-    while ((opt = getopt(argc, argv, "c:b:rswT:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:b:rswT:h")) != -1) {
         switch (opt) {
+        case 'h':
+            help();
+            break;
         case 'c':
             clients = (size_t)number(optarg);
             break;

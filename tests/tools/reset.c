@@ -38,7 +38,13 @@ int main(int argc, char **argv)
     int fd, rc;
 
     if (argc < 3 || argc > 5 || (argc == 5 && strcmp(argv[4], "close") != 0)) {
-        fprintf(stderr, "usage: reset HOST PORT [BYTES [close]]\n");
+        fprintf(stderr,
+                "usage: reset HOST PORT [BYTES [close]]\n"
+                "connects, sends up to BYTES (default 0) without reading, "
+                "then resets the\n"
+                "connection (SO_LINGER {on, 0}); with 'close', closes it "
+                "instead, unread echo\n"
+                "and all\n");
         return 2;
     }
     if (argc >= 4)
