@@ -167,12 +167,12 @@ C_FILES := $(wildcard stage*/*.c common/*.c tests/tools/*.c tests/*.c \
 H_FILES := $(wildcard common/*.h stage6_poll/*.h tests/darwin/*.h)
 BATS_FILES := $(wildcard tests/*.bats)
 SH_FILES := tests/helpers.bash tests/run tests/coverage tests/memcheck .ci/run \
-            tests/doctor tests/nc-flavour \
+            tests/doctor tests/nc-flavour tests/course-length \
             tests/bench/run
 
-# lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck
-# and the .clang-format layout; any finding fails. A finding kept on purpose
-# is suppressed on its line, with the reason.
+# lint: cppcheck, clang-tidy (.clang-tidy says which checks and why), shellcheck,
+# the .clang-format layout and a parse of clients/*.py; any finding fails. A
+# finding kept on purpose is suppressed on its line, with the reason.
 lint: SHELL := /bin/bash
 lint:
 	cppcheck -q --enable=warning,style,performance,portability \
@@ -189,6 +189,8 @@ lint:
 	done; exit $$rc
 	shellcheck -s bash $(BATS_FILES) $(SH_FILES)
 	clang-format --dry-run -Werror $(C_FILES) $(H_FILES)
+	@# The course's Python clients: each must at least parse.
+	python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' clients/*.py
 	@echo "lint: clean"
 
 # valgrind: the stage 6 suite with each server under memcheck. build/valgrind/bin
