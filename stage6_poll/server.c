@@ -22,13 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Descriptors the server holds for itself: stdin, stdout, stderr, the
- * listener, the two ends of the self-pipe and the reserve. (A program may
- * hold more: struct program's extra_fds.) */
-#define OWN_FDS           7
+/* open_descriptors() looks at descriptor numbers up to this one, no further:
+ * one fstat() each, once, at start. */
+#define FD_SCAN_LIMIT     65536
 #define MAX_CLIENTS_LIMIT 1000000
 /* The ceiling for the descriptor limit: the hard limit may be "unlimited",
  * which some systems refuse as a soft limit (Linux caps it at nr_open). */
@@ -235,8 +235,26 @@ static unsigned long long raise_nofile_limit(void)
     return rl.rlim_cur;
 }
 
+/* How many descriptors below limit are open now. Besides the server's own
+ * seven (stdin, stdout, stderr, the listener, the self-pipe's two ends and
+ * the reserve), a parent may have left some open (a terminal inside an
+ * editor can): each takes the room of a client. */
+static unsigned long long open_descriptors(unsigned long long limit)
+{
+    unsigned long long count = 0;
+    struct stat st;
+
+    if (limit > FD_SCAN_LIMIT)
+        limit = FD_SCAN_LIMIT;
+    for (int fd = 0; (unsigned long long)fd < limit; fd++)
+        if (fstat(fd, &st) == 0)
+            count++;
+    return count;
+}
+
 /* How many clients to serve at once: -m, or as many as the descriptor limit
- * (and the program's ceiling, select()'s FD_SETSIZE) leaves room for. */
+ * (and the program's ceiling, select()'s FD_SETSIZE) leaves room for, after
+ * the descriptors open now and those the program opens later (extra_fds). */
 static size_t choose_maxclients(const struct settings *s,
                                 unsigned long long nofile,
                                 const struct program *prog)
@@ -245,7 +263,7 @@ static size_t choose_maxclients(const struct settings *s,
 
     if (prog->fd_ceiling > 0 && nofile > (unsigned long long)prog->fd_ceiling)
         nofile = (unsigned long long)prog->fd_ceiling;
-    own = OWN_FDS + (unsigned long long)prog->extra_fds;
+    own = open_descriptors(nofile) + (unsigned long long)prog->extra_fds;
     room = nofile > own ? nofile - own : 1;
     if (s->maxclients == 0)
         return room > MAX_CLIENTS_LIMIT ? MAX_CLIENTS_LIMIT : (size_t)room;

@@ -88,7 +88,7 @@ struct program {
                          the narration */
     int fd_ceiling;   /* descriptors must stay below this (select()'s
                          FD_SETSIZE); 0: no ceiling */
-    int extra_fds;    /* descriptors it holds besides the body's 7 */
+    int extra_fds;    /* descriptors it opens after server_start() */
 };
 
 /* ---- what each stage 6 program provides: its readiness API ------------- */

@@ -448,6 +448,41 @@ check_out_of_descriptors() {
     for_each_server check_out_of_descriptors
 }
 
+# narrated_room PROGRAM [OPEN-FDS...]: starts PROGRAM under a limit of 16
+# descriptors with -m 1000, from a wrapper that first opens /dev/null on each
+# OPEN-FD (as a parent that leaves descriptors open would), and prints the
+# room for clients its narration gives. (spawn closes every descriptor above
+# 2 first, so the wrapper's are the only ones inherited.)
+narrated_room() {
+    local prog=$1 dir=$BATS_TEST_TMPDIR/room fd opens=""
+    shift
+    for fd in "$@"; do
+        opens+="exec $fd</dev/null; "
+    done
+    mkdir -p "$dir"
+    printf '#!/bin/sh\n%sexec prlimit --nofile=16:16 "%s" "$@"\n' \
+        "$opens" "$BIN/$prog" >"$dir/$prog"
+    chmod +x "$dir/$prog"
+    BIN=$dir start_server "$prog" -m 1000
+    sed -n 's/.* can hold here (\([0-9]*\)).*/\1/p' "$SERVER_OUT"
+    stop_process "$SERVER_PID"
+}
+
+check_room_counts_inherited() {
+    local plain inherited
+    plain=$(narrated_room "$1")
+    inherited=$(narrated_room "$1" 8 9)
+    echo "$1: room $plain, with two inherited descriptors $inherited"
+    [[ -n $plain ]] && ((plain >= 2 && inherited == plain - 2))
+}
+
+@test "stage6 F38: the room for clients it narrates leaves out the descriptors it inherited" {
+    skip_under_valgrind "valgrind takes descriptors of its own under the limit"
+    [[ -z ${QEMU:-} ]] ||
+        skip "under qemu-user: the emulator needs descriptors of its own under the limit"
+    for_each_server check_room_counts_inherited
+}
+
 @test "stage6 -m 1: a client over the limit is closed at once; the first keeps working" {
     for_each_server assert_max_one_client
 }
