@@ -1,7 +1,8 @@
 /*
  * stage2_bind - lesson 2: bind() gives the socket an address.
  *
- * What this stage adds to stage 1: setsockopt(SO_REUSEADDR) and bind(). The
+ * What this stage adds to stage 1: the address, built by hand in a
+ * sockaddr_in (or sockaddr_in6), setsockopt(SO_REUSEADDR) and bind(). The
  * socket gets a local address and port, and the kernel records in its table
  * of ports that this socket owns them. It is still not listening: a client
  * that connects now is refused. The program waits until SIGINT or SIGTERM.
@@ -15,13 +16,17 @@
  *            `nc -vz 127.0.0.1 PORT` while it runs: Connection refused.
  *            `ls -l /proc/PID/fd`, and -s to pause before each call.
  * Read:      man 2 bind, man 7 ip (SO_REUSEADDR, ip_local_port_range),
- *            man 7 socket, man 3 inet_pton
+ *            man 7 socket, man 3 inet_pton, man 3 getaddrinfo
  */
 #include "common.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -32,7 +37,10 @@ int main(int argc, char **argv)
         .standard = OPT_ADDR | OPT_PORT | OPT_QUIET | OPT_STEP | OPT_NOREUSE,
     };
     struct options opt;
-    struct sockaddr_storage addr;
+    struct sockaddr_in sin;        /* an IPv4 address and port */
+    struct sockaddr_in6 sin6;      /* an IPv6 address and port */
+    struct sockaddr_storage bound; /* room for either: getsockname() fills it */
+    const struct sockaddr *addr;
     socklen_t addrlen;
     char text[ADDR_TEXT_MAX], host[ADDR_TEXT_MAX];
     unsigned port;
@@ -40,13 +48,33 @@ int main(int argc, char **argv)
 
     options_parse(&opt, &info, argc, argv);
     exit_on_signals();
-    /* options_parse has checked the literal already; this cannot fail. */
-    if (addr_parse(opt.addr, opt.port, &addr, &addrlen) == -1)
+
+    /* The address bind() takes, built by hand: zero the structure, name the
+     * family, put the port in network byte order (htons), and turn the text
+     * into the address's 4 or 16 bytes (inet_pton). A program that starts
+     * from a host name asks getaddrinfo() instead, which fills these same
+     * structures, one for each address the name has. From stage 3 on,
+     * addr_parse() in common.c does what these lines do. */
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)opt.port);
+    memset(&sin6, 0, sizeof sin6);
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_port = htons((uint16_t)opt.port);
+    if (inet_pton(AF_INET, opt.addr, &sin.sin_addr) == 1) {
+        addr = (const struct sockaddr *)&sin;
+        addrlen = sizeof sin;
+    } else if (inet_pton(AF_INET6, opt.addr, &sin6.sin6_addr) == 1) {
+        addr = (const struct sockaddr *)&sin6;
+        addrlen = sizeof sin6;
+    } else {
+        /* options_parse has checked the literal already: no run gets here. */
         usage_error("-a %s: not an address literal", opt.addr);
-    addr_format((struct sockaddr *)&addr, addrlen, text, sizeof text);
+    }
+    addr_format(addr, addrlen, text, sizeof text);
 
     step("socket() creates the endpoint (stage 1)");
-    fd = socket(addr.ss_family, SOCK_STREAM, 0);
+    fd = socket(addr->sa_family, SOCK_STREAM, 0);
     if (fd == -1)
         die("socket");
     narrate("socket() returned descriptor %d", fd);
@@ -62,12 +90,12 @@ int main(int argc, char **argv)
             die("setsockopt SO_REUSEADDR");
         narrate("SO_REUSEADDR set: a restart will not wait for TIME_WAIT");
     } else {
-        narrate("SO_REUSEADDR not set (-R): bind() fails with EADDRINUSE "
-                "while this port has TIME_WAIT connections");
+        narrate("SO_REUSEADDR not set (-R): bind() fails with EADDRINUSE if "
+                "this port still has connections in TIME_WAIT");
     }
 
     step("bind() asks for %s", text);
-    if (bind(fd, (struct sockaddr *)&addr, addrlen) == -1) {
+    if (bind(fd, addr, addrlen) == -1) {
         int err = errno;
         warn_errno(err, "bind %s", text);
         bind_hint(err, opt.addr, opt.port);
@@ -75,11 +103,11 @@ int main(int argc, char **argv)
     }
 
     /* Ask the kernel what it actually gave us: with port 0 it chose one. */
-    addrlen = sizeof addr;
-    if (getsockname(fd, (struct sockaddr *)&addr, &addrlen) == -1)
+    addrlen = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &addrlen) == -1)
         die("getsockname");
-    ready_line("bound to", (struct sockaddr *)&addr, addrlen);
-    addr_format((struct sockaddr *)&addr, addrlen, text, sizeof text);
+    ready_line("bound to", (struct sockaddr *)&bound, addrlen);
+    addr_format((struct sockaddr *)&bound, addrlen, text, sizeof text);
     if (opt.port == 0)
         narrate("port 0 asked the kernel to choose: getsockname() says it "
                 "chose %s",
@@ -87,7 +115,7 @@ int main(int argc, char **argv)
     narrate("descriptor %d now owns %s, but it is not listening, so the "
             "kernel refuses connections to it:",
             fd, text);
-    port = addr_for_clients((struct sockaddr *)&addr, host, sizeof host);
+    port = addr_for_clients((struct sockaddr *)&bound, host, sizeof host);
     narrate("  try: nc -vz %s %u    (Connection refused)", host, port);
     narrate("waiting; stop with Ctrl-C or: kill %ld", (long)getpid());
 

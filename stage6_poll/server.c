@@ -305,8 +305,8 @@ static int open_listener(const struct options *opt,
             die("setsockopt SO_REUSEADDR");
         narrate("SO_REUSEADDR set: a restart will not wait for TIME_WAIT");
     } else {
-        narrate("SO_REUSEADDR not set (-R): bind() fails with EADDRINUSE "
-                "while this port has TIME_WAIT connections");
+        narrate("SO_REUSEADDR not set (-R): bind() fails with EADDRINUSE if "
+                "this port still has connections in TIME_WAIT");
     }
     step("bind() asks for %s", text);
     if (bind(fd, (struct sockaddr *)addr, *addrlen) == -1) {

@@ -61,6 +61,12 @@ load helpers
     assert_reuseaddr stage2_bind
 }
 
+@test "stage2 F11: -R binds a port with no TIME_WAIT record, and its narration does not claim the port has one" {
+    start_server stage2_bind -R
+    grep -qx "SO_REUSEADDR not set (-R): bind() fails with EADDRINUSE if this port still has connections in TIME_WAIT" "$SERVER_OUT"
+    grep -q "^bound to 127.0.0.1:$PORT\$" "$SERVER_OUT"
+}
+
 @test "stage2 F7: an address that is not on this host fails with EADDRNOTAVAIL and exit 1" {
     if [[ $(cat /proc/sys/net/ipv4/ip_nonlocal_bind 2>/dev/null) == 1 ]]; then
         skip "net.ipv4.ip_nonlocal_bind is 1 here: binding any address succeeds"
