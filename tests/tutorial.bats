@@ -563,6 +563,16 @@ need_sysctl() {
     done
 }
 
+@test "tutorial: INSTRUCTORS.md's table of main-line words says what tests/course-length counts" {
+    local part n words row
+    while IFS=$'\t' read -r part n; do
+        [[ $part == front ]] && row="front matter and set-up" || row=${part#lesson }
+        words=$(grep -E "^\| $row \| [0-9]+ \|" "$ROOT/INSTRUCTORS.md" | cut -d'|' -f3 | tr -d ' ')
+        [[ $words == "$n" ]] || { echo "INSTRUCTORS.md says $part has '$words' words; course-length counts $n"; return 1; }
+    done < <("$ROOT/tests/course-length" | awk 'NR > 1 && $1 != "total" && $1 != "ok:" {
+        if ($1 == "lesson") print $1 " " $2 "\t" $3; else print $1 "\t" $2 }')
+}
+
 @test "tutorial: course-length counts only the main line, and fails a lesson over its limit" {
     local f=$BATS_TEST_TMPDIR/course.md words
     words=$(printf 'word %.0s' {1..3001})
