@@ -49,22 +49,23 @@ int main(int argc, char **argv)
     options_parse(&opt, &info, argc, argv);
     exit_on_signals();
 
-    /* The address bind() takes, built by hand: zero the structure, name the
-     * family, put the port in network byte order (htons), and turn the text
-     * into the address's 4 or 16 bytes (inet_pton). A program that starts
-     * from a host name asks getaddrinfo() instead, which fills these same
-     * structures, one for each address the name has. From stage 3 on,
-     * addr_parse() in common.c does what these lines do. */
+    /* The address bind() takes, built by hand: zero the structure, turn the
+     * text into the address's 4 or 16 bytes (inet_pton: 1 when the text is
+     * of that family), name the family, and put the port in network byte
+     * order (htons). A program that starts from a host name asks
+     * getaddrinfo() instead, which fills these same structures, one for each
+     * address the name has. From stage 3 on, addr_parse() in common.c does
+     * what these lines do. */
     memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons((uint16_t)opt.port);
     memset(&sin6, 0, sizeof sin6);
-    sin6.sin6_family = AF_INET6;
-    sin6.sin6_port = htons((uint16_t)opt.port);
     if (inet_pton(AF_INET, opt.addr, &sin.sin_addr) == 1) {
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((uint16_t)opt.port);
         addr = (const struct sockaddr *)&sin;
         addrlen = sizeof sin;
     } else if (inet_pton(AF_INET6, opt.addr, &sin6.sin6_addr) == 1) {
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_port = htons((uint16_t)opt.port);
         addr = (const struct sockaddr *)&sin6;
         addrlen = sizeof sin6;
     } else {

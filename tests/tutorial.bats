@@ -772,15 +772,12 @@ handout_norm() {
     check_block l3-relisten --cd "$BATS_TEST_TMPDIR"
 }
 
-# l3_listener PORT: the Recv-Q of the listener on PORT (waiting for accept()).
-l3_listener() {
-    ss -Hltn "sport = :$1" | awk 'NR == 1 { print $2 }'
-}
-
 # l3_attempts_are PORT N: N clients of PORT are seen by the kernel, queued
-# on the listener or in SYN-SENT.
+# on the listener (its Recv-Q) or in SYN-SENT.
 l3_attempts_are() {
-    (($(l3_listener "$1") + $(count_sockets syn-sent "dport = :$1") == $2))
+    local queued
+    read -r queued _ < <(listen_queue "$1")
+    ((queued + $(count_sockets syn-sent "dport = :$1") == $2))
 }
 
 # l3_accepted_are FILE N: accepter.py has printed N "accepted" lines.
@@ -811,13 +808,13 @@ l3_accepted_are() {
         wait_until "$WAIT_LIMIT" l3_attempts_are "$port" "$i"
     done
     # Before Enter: backlog 1 holds two (backlog + 1), four wait in SYN-SENT.
-    [ "$(l3_listener "$port")" -eq 2 ]
+    [ "$(listen_queue "$port")" = "2 1" ]
     [ "$(count_sockets established "dport = :$port")" -eq 2 ]
     [ "$(count_sockets syn-sent "dport = :$port")" -eq 4 ]
     # Enter: it accepts, and the waiting clients' retried SYNs get in.
     echo >&"$enter"
     wait_until 30 l3_accepted_are "$out" 6
-    [ "$(l3_listener "$port")" -eq 0 ]
+    [ "$(listen_queue "$port")" = "0 1" ]
     [ "$(count_sockets established "dport = :$port")" -eq 6 ]
     [ "$(count_sockets syn-sent "dport = :$port")" -eq 0 ]
     stop_process "$accepter" INT
